@@ -1,0 +1,162 @@
+"""Engines, sessions and schema versioning for the catalog database.
+
+SQLite is the embedded default: WAL journal, a 30 s busy timeout and ``BEGIN IMMEDIATE`` for
+write transactions, so two processes writing at once queue instead of failing with
+"database is locked" (a deferred transaction that upgrades from read to write would get
+SQLITE_BUSY without waiting).  PostgreSQL is used through psycopg 3
+(``postgresql+psycopg://...``).  The schema is owned by Alembic; :func:`check_schema` refuses a
+database whose revision differs from the code's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog.errors import DatabaseError, SchemaOutdatedError
+
+SQLITE_BUSY_TIMEOUT_S = 30.0
+
+
+def normalize_url(url: str) -> str:
+    """Accept a bare path as SQLite and ``postgresql://`` as psycopg 3."""
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().resolve()}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with the catalog's per-dialect settings."""
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except sa_exc.ArgumentError as exc:
+        raise DatabaseError(f"invalid database URL {url!r}: {exc}") from exc
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "isolation_level": None},
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        kwargs.setdefault("pool_pre_ping", True)
+        return create_engine(url, **kwargs)
+    raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql)")
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = "DEFERRED" if conn.get_execution_options().get("gb_readonly") else "IMMEDIATE"
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """An engine plus session factories for read-write and read-only work."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = normalize_url(url)
+        self.engine = make_engine(self.url, **engine_kwargs)
+        self._write = sessionmaker(self.engine, expire_on_commit=False)
+        self._read = sessionmaker(
+            self.engine.execution_options(gb_readonly=True), expire_on_commit=False
+        )
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @contextmanager
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        factory = self._read if readonly else self._write
+        with factory() as sess:
+            try:
+                yield sess
+                sess.commit()  # read-only: nothing to write, but keeps loaded objects usable
+            except BaseException:
+                sess.rollback()
+                raise
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(resources.files("catalog") / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    """The newest migration revision this code knows."""
+    script = ScriptDirectory.from_config(_alembic_config(create_engine("sqlite://")))
+    head = script.get_current_head()
+    if head is None:
+        raise DatabaseError("no migrations found in the catalog package")
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision stamped in the database, or None for an empty database."""
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``."""
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise unless the database is at exactly this code's schema revision."""
+    try:
+        current = current_revision(engine)
+    except sa_exc.OperationalError as exc:
+        raise DatabaseError(f"cannot open the catalog database: {exc.orig}") from exc
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaOutdatedError(
+            "the catalog database has no schema yet: "
+            "run `gearbroker init` or `gearbroker db upgrade`"
+        )
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    known = {rev.revision for rev in script.walk_revisions()}
+    if current in known:
+        raise SchemaOutdatedError(
+            f"the catalog schema is at revision {current}, older than this code's {head}: "
+            "run `gearbroker db upgrade`"
+        )
+    raise SchemaOutdatedError(
+        f"the catalog schema is at revision {current}, unknown to this code (head {head}): "
+        "it was upgraded by a newer gearbroker"
+    )
