@@ -1,0 +1,54 @@
+"""The container-runtime axis: how one ContainerSpec becomes a command line.
+
+A runtime knows its own flags and nothing of schedulers; a backend knows its scheduler and
+nothing of runtime flags.  Any runtime combines with any backend (unless the backend says
+otherwise, e.g. Kubernetes runs OCI images itself).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from broker.task import ContainerSpec
+from broker.transport import Transport
+from catalog.errors import GearbrokerError
+
+
+class RuntimeUnavailableError(GearbrokerError):
+    """The runtime's binary is missing or unusable on the machine that would run it."""
+
+
+class ContainerRuntime(ABC):
+    """Builds argv lists for one container engine."""
+
+    name: ClassVar[str]
+    binary: ClassVar[str]
+
+    @abstractmethod
+    def argv(self, spec: ContainerSpec) -> list[str]:
+        """The command that runs ``spec`` in the foreground, output on stdout/stderr."""
+
+    def stop_argv(self, spec: ContainerSpec) -> list[str] | None:
+        """A command that stops the running container by name; None: signal the process."""
+        return None
+
+    def remove_argv(self, spec: ContainerSpec) -> list[str] | None:
+        """A command that removes the exited container (after inspection); None if none."""
+        return None
+
+    def oom_killed(self, spec: ContainerSpec, transport: Transport) -> bool:
+        """Whether the exited container was killed for exceeding its memory limit."""
+        return False
+
+    def available(self, transport: Transport) -> bool:
+        """Whether the runtime can run on the transport's host."""
+        return self.version(transport) is not None
+
+    @abstractmethod
+    def version(self, transport: Transport) -> str | None:
+        """The runtime's version string, or None if it is not installed."""
+
+    def image_digest(self, image: str, transport: Transport) -> str | None:
+        """The content digest of ``image`` as the runtime resolves it (None if unknown)."""
+        return None
