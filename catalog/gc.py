@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from catalog import audit
 from catalog.blobstore import GcReport
-from catalog.models import File
+from catalog.models import File, Job
 
 if TYPE_CHECKING:
     from catalog.catalog import Catalog
@@ -28,12 +28,17 @@ class ReferencedBlobs:
 
 
 def referenced_blobs(cat: Catalog) -> ReferencedBlobs:
-    """Every digest referenced by any file version (streamed from the database)."""
+    """Every digest referenced by a file version or a stored job log (streamed)."""
     digests: set[bytes] = set()
     with cat.db.session(readonly=True) as session:
         rows = session.execute(select(File.sha256).distinct().execution_options(yield_per=10_000))
         for (sha,) in rows:
             digests.add(bytes.fromhex(sha))
+        logs = session.execute(
+            select(Job.log_sha256).where(Job.log_sha256.is_not(None)).distinct()
+        )
+        for (log_sha,) in logs:
+            digests.add(bytes.fromhex(log_sha))
     return ReferencedBlobs(digests)
 
 

@@ -366,6 +366,11 @@ class Job(_Timestamps, Base):
     trigger_file_id: Mapped[int | None] = mapped_column(Integer)
     cache_key: Mapped[str | None] = mapped_column(String(64))
     claimed_by: Mapped[str | None] = mapped_column(String(255))
+    cancel_requested_by: Mapped[str | None] = mapped_column(String(255))
+    runtime_version: Mapped[str | None] = mapped_column(String(255))
+    image_digest: Mapped[str | None] = mapped_column(String(255))
+    log_sha256: Mapped[str | None] = mapped_column(String(64))
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     started: Mapped[datetime | None] = mapped_column()
     finished: Mapped[datetime | None] = mapped_column()
@@ -379,6 +384,7 @@ class Job(_Timestamps, Base):
         Index("ix_jobs_state_priority", "state", "priority"),
         Index("ix_jobs_cache_key", "cache_key"),
         Index("ix_jobs_batch_id", "batch_id"),
+        Index("ix_jobs_log_sha256", "log_sha256"),
         UniqueConstraint("rule_id", "trigger_file_id"),
     )
 

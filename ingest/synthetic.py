@@ -13,7 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 _ORG_ROOT = "1.2.826.0.1.3680043.10.1419."
 
@@ -45,7 +45,7 @@ class SeriesSpec:
 
 def make_slice(spec: SeriesSpec, index: int, seed: int = 0) -> Dataset:
     """One MR image slice of ``spec`` as a pydicom dataset with file meta."""
-    sop_uid = uid_for(spec.series_uid, index)
+    sop_uid = UID(uid_for(spec.series_uid, index))
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = MRImageStorage
     meta.MediaStorageSOPInstanceUID = sop_uid

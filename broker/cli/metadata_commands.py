@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TextIO, cast
 
 import click
 
@@ -106,7 +107,7 @@ def search(
 
     cols = resolve_columns(target, columns.split(",") if columns else None)
     rows = state().catalog.search(query, target=target, columns=cols, limit=limit)
-    count = write_rows(rows, cols, fmt, output or sys.stdout)
+    count = write_rows(rows, cols, fmt, cast(TextIO, output) if output else sys.stdout)
     if fmt == "table":
         click.echo(f"{count} row(s)", err=True)
 

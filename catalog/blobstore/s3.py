@@ -46,6 +46,7 @@ from catalog.blobstore.base import (
     blob_relpath,
     hash_file,
     parse_relpath,
+    validate_sha256,
 )
 from catalog.blobstore.errors import BlobIntegrityError, BlobNotFoundError
 from catalog.errors import ConfigError, StoreError
@@ -268,7 +269,7 @@ class S3BlobStore(BlobStore):
         key = self._key(sha256)
         with _s3_errors("get", sha256):
             body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
-        return io.BufferedReader(_BodyReader(body), buffer_size=1024 * 1024)
+        return io.BufferedReader(_BodyReader(body), buffer_size=_MIB)
 
     def exists(self, sha256: str) -> bool:
         return self._head_or_none(self._key(sha256)) is not None
@@ -280,7 +281,7 @@ class S3BlobStore(BlobStore):
         return int(head["ContentLength"])
 
     def local_path(self, sha256: str) -> Path | None:
-        self._key(sha256)
+        validate_sha256(sha256)
         return None
 
     def fetch_to(self, sha256: str, dest: Path, link: bool = True) -> None:
@@ -324,6 +325,11 @@ class S3BlobStore(BlobStore):
         referenced: Callable[[str], bool] | Container[str],
         grace_seconds: float = 3600,
     ) -> GcReport:
+        """See :meth:`BlobStore.gc`; doomed keys are deleted in batches of up to 1000.
+
+        A blob re-put (and so refreshed) between its listing and its batch's
+        delete can still be lost: keep the grace period well above the batch time.
+        """
         is_referenced = as_predicate(referenced)
         report = GcReport()
         doomed: list[str] = []
