@@ -75,6 +75,14 @@ class Backend(ABC):
     def render(self, task: TaskSpec, runtime: ContainerRuntime) -> str:
         """What would be submitted, for a human to inspect."""
 
+    def find(self, job_dir: str, key: str) -> str | None:
+        """The id of an already-submitted task for this attempt (``key`` is its name), or None.
+
+        Used after a dispatcher died between submitting and recording the id, so that the
+        task is adopted instead of being submitted twice.
+        """
+        return None
+
     def log_paths(self, external_id: str, task: TaskSpec) -> list[str]:
         """Host paths of the task's log files while it runs (for ``jobs logs --follow``)."""
         return [f"{task.job_dir}/logs/output.log"]

@@ -27,8 +27,14 @@ class CommandResult:
 class CommandError(GearbrokerError):
     """A command failed to start, timed out or exited non-zero."""
 
-    def __init__(self, argv: Sequence[str], returncode: int | None, stdout: str, stderr: str,
-                 reason: str = "") -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stdout: str,
+        stderr: str,
+        reason: str = "",
+    ) -> None:
         self.argv = tuple(argv)
         self.returncode = returncode
         self.stdout = stdout
@@ -37,14 +43,16 @@ class CommandError(GearbrokerError):
         detail = (stderr or stdout).strip()
         if len(detail) > 2000:
             detail = detail[-2000:]
-        super().__init__(f"command `{shlex.join(self.argv)}` {what}" + (f": {detail}" if detail else ""))
+        super().__init__(
+            f"command `{shlex.join(self.argv)}` {what}" + (f": {detail}" if detail else "")
+        )
 
 
 def run_command(
     argv: Sequence[str],
     *,
     timeout: float | None = DEFAULT_TIMEOUT_S,
-    input: str | None = None,  # noqa: A002 - mirrors subprocess.run
+    input: str | None = None,
     env: Mapping[str, str] | None = None,
     check: bool = True,
 ) -> CommandResult:
@@ -52,11 +60,18 @@ def run_command(
     args = [str(a) for a in argv]
     try:
         proc = subprocess.run(
-            args, input=input, capture_output=True, text=True, timeout=timeout,
-            env=dict(env) if env is not None else None, check=False,
+            args,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            check=False,
         )
     except FileNotFoundError as exc:
-        raise CommandError(args, None, "", str(exc), reason="could not start (not installed?)") from exc
+        raise CommandError(
+            args, None, "", str(exc), reason="could not start (not installed?)"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""

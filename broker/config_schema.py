@@ -207,7 +207,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ingest.shard_files", INT, 200, help="Files per ingest shard."),
 )  # fmt: skip
 
-OPEN_SECTIONS: tuple[str, ...] = ("backends.slurm", "backends.kubernetes")
+OPEN_SECTIONS: tuple[str, ...] = (
+    "backends.slurm",
+    "backends.kubernetes",
+    "runtimes.podman",
+    "runtimes.docker",
+    "runtimes.apptainer",
+    "runtimes.bwrap",
+)
 
 SHORT_ENV: Mapping[str, str] = {
     "GEARBROKER_DATABASE": "catalog.database",

@@ -22,7 +22,7 @@ class Transport(ABC):
         argv: Sequence[str],
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
-        input: str | None = None,  # noqa: A002
+        input: str | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> CommandResult:
@@ -42,7 +42,7 @@ class LocalTransport(Transport):
         argv: Sequence[str],
         *,
         timeout: float | None = DEFAULT_TIMEOUT_S,
-        input: str | None = None,  # noqa: A002
+        input: str | None = None,
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> CommandResult:

@@ -6,7 +6,7 @@ mutation (and download) writes an AuditEvent in the same transaction as the chan
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from catalog import audit, infokeys, transfer
+from catalog import query as search_query
 from catalog.access import Actor, actor_for, get_or_create_user, readable_scope_ids, require
 from catalog.blobstore import BlobStore, open_blobstore
 from catalog.db import Database, check_schema, upgrade
@@ -259,6 +260,27 @@ class Catalog:
             obj.tags = list(dict.fromkeys(change(list(obj.tags))))
             audit.record(session, self.actor, action, _kind(obj), obj.id, path, tags=tags)
             return obj.tags
+
+    # -- search -----------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        target: str = "file",
+        columns: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Readable ``target`` objects matching ``query`` (see :mod:`catalog.query`), streamed
+        as dicts keyed by column.  QueryError is raised now; rows come from one read-only
+        transaction that stays open until the iterator is exhausted or closed."""
+        names = search_query.columns_for(target, columns)
+        search_query.compile_search(query, target, names, self.db.dialect, limit=limit)
+
+        def rows() -> Iterator[dict[str, Any]]:
+            with self.db.session(readonly=True) as session:
+                yield from search_query.search(session, self.actor, query, target, names, limit)
+
+        return rows()
 
     # -- removal and permissions ------------------------------------------------------
 

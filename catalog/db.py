@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import DatabaseError, SchemaOutdatedError
+from catalog.query.functions import install_sqlite_functions
 
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
@@ -54,6 +55,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             **kwargs,
         )
         _configure_sqlite(engine)
+        install_sqlite_functions(engine)
         return engine
     if parsed.get_backend_name() == "postgresql":
         kwargs.setdefault("pool_pre_ping", True)

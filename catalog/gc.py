@@ -38,7 +38,8 @@ def referenced_blobs(cat: Catalog) -> ReferencedBlobs:
             select(Job.log_sha256).where(Job.log_sha256.is_not(None)).distinct()
         )
         for (log_sha,) in logs:
-            digests.add(bytes.fromhex(log_sha))
+            if log_sha:
+                digests.add(bytes.fromhex(log_sha))
     return ReferencedBlobs(digests)
 
 

@@ -91,7 +91,7 @@ def validate_file_name(name: str) -> str:
 
 def parse_path(path: str) -> ParsedPath:
     """Parse a path string; raises PathError on malformed input."""
-    text = path.strip().removeprefix("fw://").strip("/")
+    text = path.removeprefix("fw://").strip("/")
     if not text:
         return ParsedPath()
     if "\x00" in text:

@@ -97,8 +97,14 @@ def file_name_problem(name: str) -> str | None:
     return None
 
 
-def check_inputs(manifest: Manifest, inputs: Sequence[InputFile]) -> list[Issue]:
-    """Every problem with the given input files, with paths ``$.inputs.<name>``."""
+def check_inputs(
+    manifest: Manifest, inputs: Sequence[InputFile], *, check_sources: bool = True
+) -> list[Issue]:
+    """Every problem with the given input files, with paths ``$.inputs.<name>``.
+
+    ``check_sources=False`` skips the on-disk check of ``source_path`` (for files that are
+    described by catalog metadata, including ``size``, and staged later).
+    """
     specs = manifest.inputs
     issues: list[Issue] = []
     given: set[str] = set()
@@ -120,7 +126,7 @@ def check_inputs(manifest: Manifest, inputs: Sequence[InputFile]) -> list[Issue]
             issues.append(Issue(child(path, "location", "name"), problem))
             continue
         source = Path(item.source_path)
-        if not source.is_file():
+        if check_sources and not source.is_file():
             issues.append(Issue(path, f"source {source} is not a readable regular file"))
             continue
         issues.extend(_directive_issues(path, spec.directives, item))

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 
 import click
 
+from broker.cli import gear_registry_commands  # noqa: F401 - registers gear install/list/...
 from broker.cli.catalog_commands import register as register_catalog
 from broker.cli.context import CliState
 from broker.cli.demo import demo
 from broker.cli.gear_commands import gear
+from broker.cli.job_commands import register as register_jobs
 from catalog.errors import (
     ConfigError,
     ConflictError,
@@ -66,6 +68,7 @@ def cli(
 
 
 register_catalog(cli)
+register_jobs(cli)
 cli.add_command(gear)
 cli.add_command(demo)
 

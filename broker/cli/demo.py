@@ -16,7 +16,9 @@ import click
 from broker.cli.output import print_tree
 from broker.config import load_settings, write_default_config
 from catalog.catalog import Catalog
+from catalog.dataview import write_rows
 from catalog.errors import ConflictError
+from catalog.query import columns_for
 
 MARKER = ".gearbroker-demo"
 DEMO_QUERY = 'file.type = dicom and subject.info.age > 40 and acquisition.label =~ "T1"'
@@ -79,9 +81,8 @@ def demo(workdir: Path, subjects: int) -> None:
         click.echo("== hierarchy")
         print_tree(cat.tree("demo/neuro", depth=3, files=False))
         click.echo(f"== search: {DEMO_QUERY}")
-        from catalog.dataview import resolve_columns, write_rows
 
-        columns = resolve_columns(
+        columns = columns_for(
             "file",
             ["subject.label", "subject.info.age", "acquisition.label", "file.name", "file.size"],
         )

@@ -9,8 +9,10 @@ from typing import TextIO, cast
 import click
 
 from broker.cli.context import state
+from catalog.dataview import write_rows
 from catalog.errors import InvalidInputError
 from catalog.infokeys import parse_value
+from catalog.query import columns_for
 
 
 @click.group()
@@ -103,9 +105,8 @@ def search(
 
     Example: file.type = dicom and session.info.age > 30 and acquisition.label =~ "T1"
     """
-    from catalog.dataview import resolve_columns, write_rows
 
-    cols = resolve_columns(target, columns.split(",") if columns else None)
+    cols = columns_for(target, columns.split(",") if columns else None)
     rows = state().catalog.search(query, target=target, columns=cols, limit=limit)
     count = write_rows(rows, cols, fmt, cast(TextIO, output) if output else sys.stdout)
     if fmt == "table":

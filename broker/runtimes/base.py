@@ -7,11 +7,12 @@ otherwise, e.g. Kubernetes runs OCI images itself).
 
 from __future__ import annotations
 
+import platform
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from broker.task import ContainerSpec
-from broker.transport import Transport
+from broker.transport import LocalTransport, Transport
 from catalog.errors import GearbrokerError
 
 
@@ -23,7 +24,8 @@ class ContainerRuntime(ABC):
     """Builds argv lists for one container engine."""
 
     name: ClassVar[str]
-    binary: ClassVar[str]
+    #: The CLI program; an instance attribute so a site can point at another path.
+    binary: str
 
     @abstractmethod
     def argv(self, spec: ContainerSpec) -> list[str]:
@@ -45,6 +47,16 @@ class ContainerRuntime(ABC):
         """Whether the runtime can run on the transport's host."""
         return self.version(transport) is not None
 
+    def ensure_available(self, transport: Transport) -> str:
+        """The runtime's version; raise RuntimeUnavailableError when it is missing."""
+        found = self.version(transport)
+        if found is None:
+            raise RuntimeUnavailableError(
+                f"{self.binary} not found on {host_label(transport)}; "
+                "install it or choose another runtime with --runtime"
+            )
+        return found
+
     @abstractmethod
     def version(self, transport: Transport) -> str | None:
         """The runtime's version string, or None if it is not installed."""
@@ -52,3 +64,13 @@ class ContainerRuntime(ABC):
     def image_digest(self, image: str, transport: Transport) -> str | None:
         """The content digest of ``image`` as the runtime resolves it (None if unknown)."""
         return None
+
+
+def host_label(transport: Transport) -> str:
+    """A human name for the machine a transport reaches (for error messages)."""
+    host = getattr(transport, "host", None)
+    if isinstance(host, str) and host:
+        return host
+    if isinstance(transport, LocalTransport):
+        return platform.node() or "localhost"
+    return transport.name

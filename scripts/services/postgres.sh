@@ -5,7 +5,8 @@
 #
 # start   installs Debian `postgresql` if missing, creates the cluster in $GB_SERVICES_DIR/pg
 #         (owned by user postgres), starts it with pg_ctl on 127.0.0.1 (port GB_PG_PORT or a
-#         free one), ensures role `gearbroker` (password auth, CREATEDB) and database
+#         free one), ensures role `gearbroker` (password auth; SUPERUSER on this private test
+#         cluster, so per-test databases can be force-dropped) and database
 #         `gearbroker_test`, and writes $GB_SERVICES_DIR/postgres.env exporting
 #         GEARBROKER_TEST_PG_URL. Running it again on a live cluster only rewrites the env file.
 # stop    stops the cluster and removes postgres.env.
@@ -105,7 +106,7 @@ ensure_role_and_db() {
         -v pw="$(cat "$PG_PASSWORD_FILE")" >/dev/null <<'SQL'
 SELECT format('CREATE ROLE %I LOGIN', :'role')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
-ALTER ROLE :"role" LOGIN CREATEDB PASSWORD :'pw';
+ALTER ROLE :"role" LOGIN SUPERUSER CREATEDB PASSWORD :'pw';
 SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'role')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SQL

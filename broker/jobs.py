@@ -1,0 +1,320 @@
+"""Creating, listing, cancelling and retrying jobs (the catalog side of a gear run).
+
+A job is validated completely when it is created (config, inputs, destination, permissions),
+so a pending job only fails later for reasons outside the user's request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.states import PRIORITIES, Reason, record_created, transition
+from catalog import audit
+from catalog.access import require
+from catalog.catalog import Catalog
+from catalog.errors import ConflictError, InvalidInputError, NotFoundError
+from catalog.gears import get_gear
+from catalog.models import Container, File, Gear, Job, JobState, Level, RoleName, utcnow
+from catalog.tree import container_path, file_path, get_container, new_container, resolve
+from gearspec.config_resolve import check_config
+from gearspec.errors import InvocationError, Issue
+from gearspec.inputs import Hierarchy, InputFile, check_inputs
+from gearspec.manifest import Manifest, load_manifest
+from gearspec.values import coerce_cli_value
+
+#: Gear categories whose outputs go into a new Analysis container (Flywheel's rule).
+ANALYSIS_CATEGORIES = frozenset({"analysis"})
+
+
+@dataclass
+class JobRequest:
+    """What a user asks for: a gear, named inputs (catalog paths), config, where to write."""
+
+    gear: str
+    inputs: dict[str, str] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    destination: str | None = None
+    backend: str = "local"
+    runtime: str | None = None
+    priority: str = "medium"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def gear_category(manifest: Manifest) -> str:
+    builder = manifest.custom.get("gear-builder")
+    category = builder.get("category") if isinstance(builder, dict) else None
+    return str(category) if category else "converter"
+
+
+def coerce_config(manifest: Manifest, raw: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``key=value`` strings into the JSON types the manifest declares."""
+    out: dict[str, Any] = {}
+    issues = []
+    for key, text in raw.items():
+        spec = manifest.config.get(key)
+        if spec is None:
+            out[key] = text  # reported as unknown by check_config
+            continue
+        try:
+            out[key] = coerce_cli_value(spec, text)
+        except ValueError as exc:
+            issues.append(Issue(f"$.config.{key}", str(exc)))
+    if issues:
+        raise InvocationError(issues, source=f"config of gear {manifest.name}")
+    return out
+
+
+def input_record(session: Session, name: str, file: File) -> dict[str, Any]:
+    """What a job keeps about one input file (enough to stage it and to prove provenance)."""
+    container = get_container(session, file.container_id)
+    return {
+        "name": name,
+        "file_id": file.id,
+        "path": file_path(session, file),
+        "file_name": file.name,
+        "version": file.version,
+        "sha256": file.sha256,
+        "size": file.size,
+        "type": file.type,
+        "mimetype": file.mimetype,
+        "modality": file.modality,
+        "info": file.info,
+        "tags": file.tags,
+        "classification": file.classification,
+        "container_id": container.id,
+        "container_level": container.level,
+    }
+
+
+def input_file(record: Mapping[str, Any], source_path: Path) -> InputFile:
+    """The gear-spec view of a stored input record."""
+    return InputFile(
+        name=record["name"],
+        source_path=source_path,
+        file_name=record["file_name"],
+        type=record.get("type"),
+        mimetype=record.get("mimetype") or "application/octet-stream",
+        modality=record.get("modality"),
+        info=record.get("info") or {},
+        tags=record.get("tags") or [],
+        classification=record.get("classification") or {},
+        size=record["size"],
+        file_id=str(record["file_id"]),
+        version=record["version"],
+        hierarchy=Hierarchy(type=record["container_level"], id=str(record["container_id"])),
+    )
+
+
+@dataclass
+class _Prepared:
+    gear: Gear
+    manifest: Manifest
+    records: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+    target: Container
+
+
+def _prepare(session: Session, cat: Catalog, request: JobRequest) -> _Prepared:
+    if request.priority not in PRIORITIES:
+        raise InvalidInputError(f"priority must be one of {', '.join(PRIORITIES)}")
+    gear = get_gear(cat, request.gear)
+    manifest = load_manifest(gear.manifest)
+    records = {}
+    for name, path in request.inputs.items():
+        obj = _resolve_input(session, path)
+        if not isinstance(obj, File):
+            raise InvalidInputError(f"input {name}={path!r} names a container, not a file")
+        cat._require_obj(session, obj, RoleName.READ_ONLY)
+        records[name] = input_record(session, name, obj)
+    _check_invocation(manifest, request.config, records)
+    resolved, _ = check_config(manifest, request.config)
+    target = _destination(session, cat, request, records)
+    require(session, cat.actor, target, RoleName.READ_WRITE)
+    return _Prepared(gear, manifest, records, resolved, target)
+
+
+def validate_request(cat: Catalog, request: JobRequest) -> None:
+    """Every check ``create_job`` makes, without creating anything."""
+    with cat.db.session(readonly=True) as session:
+        _prepare(session, cat, request)
+
+
+def create_job(cat: Catalog, request: JobRequest) -> Job:
+    """Validate ``request`` and create a pending job; raises with every problem at once."""
+    with cat.db.session() as session:
+        prep = _prepare(session, cat, request)
+        gear, manifest, records, resolved, target = (
+            prep.gear,
+            prep.manifest,
+            prep.records,
+            prep.config,
+            prep.target,
+        )
+        if gear_category(manifest) in ANALYSIS_CATEGORIES:
+            label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
+            target = new_container(session, target, label, Level.ANALYSIS)
+        job = Job(
+            gear_id=gear.id,
+            state=JobState.PENDING.value,
+            priority=PRIORITIES[request.priority],
+            created_by=cat.actor.username,
+            config=resolved,
+            inputs=records,
+            destination_id=target.id,
+            backend=request.backend,
+            runtime=request.runtime,
+            options=dict(request.options),
+        )
+        session.add(job)
+        session.flush()
+        if target.level == Level.ANALYSIS:
+            target.job_id = job.id
+        record_created(session, job, gear=f"{gear.name}:{gear.version}")
+        audit.record(
+            session,
+            cat.actor,
+            "job.create",
+            "job",
+            job.id,
+            container_path(session, target),
+            gear=f"{gear.name}:{gear.version}",
+        )
+        return job
+
+
+def _resolve_input(session: Session, path: str) -> Container | File:
+    """A catalog path, or ``<file:N>`` for one exact file version (used by retries)."""
+    match = re.fullmatch(r"<file:(\d+)>", path.strip())
+    if match is None:
+        return resolve(session, path)
+    file = session.get(File, int(match.group(1)))
+    if file is None:
+        raise NotFoundError(f"no file version {match.group(1)}")
+    return file
+
+
+def _check_invocation(
+    manifest: Manifest, config: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]
+) -> None:
+    _, issues = check_config(manifest, config)
+    files = [input_file(r, Path(r["file_name"])) for r in records.values()]
+    issues.extend(check_inputs(manifest, files, check_sources=False))
+    if issues:
+        raise InvocationError(sorted(issues), source=f"run of gear {manifest.name}")
+
+
+def _destination(
+    session: Session, cat: Catalog, request: JobRequest, records: Mapping[str, Mapping[str, Any]]
+) -> Container:
+    if request.destination:
+        obj = resolve(session, request.destination)
+        if not isinstance(obj, Container) or obj.level in (Level.GROUP, Level.ANALYSIS):
+            raise InvalidInputError(
+                "--destination names a project, subject, session or acquisition"
+            )
+        return obj
+    if not records:
+        raise InvalidInputError("a gear run without file inputs needs --destination")
+    first = next(iter(records.values()))
+    container = get_container(session, first["container_id"])
+    if container.level == Level.ANALYSIS:
+        assert container.parent_id is not None
+        container = get_container(session, container.parent_id)
+    return container
+
+
+def get_job(cat: Catalog, job_id: int) -> Job:
+    """A job the acting user may see (its creator, or a reader of its destination)."""
+    with cat.db.session(readonly=True) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFoundError(f"no job {job_id}")
+        if job.created_by != cat.actor.username and job.destination_id is not None:
+            require(
+                session, cat.actor, get_container(session, job.destination_id), RoleName.READ_ONLY
+            )
+        session.refresh(job, ["gear", "events"])
+        return job
+
+
+def list_jobs(
+    cat: Catalog, state: str | None = None, gear: str | None = None, limit: int = 100
+) -> list[tuple[Job, Gear]]:
+    with cat.db.session(readonly=True) as session:
+        stmt = select(Job, Gear).join(Gear, Gear.id == Job.gear_id).order_by(Job.id.desc())
+        if state:
+            stmt = stmt.where(Job.state == JobState(state).value)
+        if gear:
+            stmt = stmt.where(Gear.name == gear)
+        if not cat.actor.is_admin:
+            stmt = stmt.where(Job.created_by == cat.actor.username)
+        return [(j, g) for j, g in session.execute(stmt.limit(limit)).tuples()]
+
+
+def cancel_job(cat: Catalog, job_id: int) -> Job:
+    """Cancel at once when pending; otherwise ask the dispatcher to stop the container."""
+    job = get_job(cat, job_id)
+    with cat.db.session() as session:
+        row = session.get(Job, job.id)
+        assert row is not None
+        state = JobState(row.state)
+        if state.terminal:
+            raise ConflictError(f"job {job_id} is already {state.value}")
+        if row.created_by != cat.actor.username and row.destination_id is not None:
+            require(
+                session, cat.actor, get_container(session, row.destination_id), RoleName.READ_WRITE
+            )
+        row.cancel_requested_by = cat.actor.username
+        if state is JobState.PENDING:
+            transition(session, row, JobState.CANCELLED, Reason.CANCELLED, by=cat.actor.username)
+        audit.record(session, cat.actor, "job.cancel", "job", row.id, None)
+        return row
+
+
+def retry_job(cat: Catalog, job_id: int) -> Job:
+    """A new attempt of a failed or cancelled job, linked to it."""
+    old = get_job(cat, job_id)
+    if old.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise ConflictError(f"job {job_id} is {old.state}; only failed or cancelled jobs retry")
+    gear = old.gear
+    with cat.db.session(readonly=True) as session:
+        dest = get_container(session, old.destination_id) if old.destination_id else None
+        if dest is not None and dest.level == Level.ANALYSIS:
+            assert dest.parent_id is not None
+            dest = get_container(session, dest.parent_id)
+        destination = container_path(session, dest) if dest else None
+        inputs = {name: f"<file:{r['file_id']}>" for name, r in old.inputs.items()}
+    request = JobRequest(
+        gear=f"{gear.name}:{gear.version}",
+        inputs=inputs,
+        config=old.config,
+        destination=destination,
+        backend=old.backend,
+        runtime=old.runtime,
+        priority="medium",
+        options=dict(old.options),
+    )
+    new = create_job(cat, request)
+    with cat.db.session() as session:
+        row = session.get(Job, new.id)
+        assert row is not None
+        row.previous_job_id = old.id
+        row.attempt = old.attempt + 1
+        row.priority = old.priority
+        return row
+
+
+def timestamps(job: Job) -> dict[str, datetime]:
+    """When the job first entered each state."""
+    out: dict[str, datetime] = {}
+    for event in job.events:
+        out.setdefault(event.to_state, event.time)
+    return out

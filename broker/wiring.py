@@ -1,0 +1,73 @@
+"""Building backends, runtimes and dispatchers from the merged settings.
+
+Runtime options come from the open tables ``[runtimes.<name>]`` (e.g. podman ``binary``,
+``extra_args``; bwrap ``images``); backend options from ``[backends.<name>]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from backends.base import Backend
+from broker.config import Settings
+from broker.dispatch import Dispatcher
+from broker.runtimes import detect_runtime, make_runtime
+from broker.runtimes.base import ContainerRuntime
+from broker.transport import LocalTransport
+from catalog.catalog import Catalog
+from catalog.errors import InvalidInputError
+
+BACKENDS = ("local", "slurm", "kubernetes")
+
+
+def runtime_options(settings: Settings, name: str) -> dict[str, Any]:
+    return dict(settings.section(f"runtimes.{name}"))
+
+
+def runtime_factory(settings: Settings) -> Callable[[str | None, str | None], ContainerRuntime]:
+    """``make(requested, preferred)``: the job's runtime, else the gear's, else the config's."""
+
+    def make(requested: str | None, preferred: str | None) -> ContainerRuntime:
+        name = requested or preferred or settings.runtime
+        if name == "auto":
+            return detect_runtime(
+                LocalTransport(),
+                options={
+                    n: runtime_options(settings, n)
+                    for n in ("podman", "docker", "apptainer", "bwrap")
+                },
+            )
+        return make_runtime(name, **runtime_options(settings, name))
+
+    return make
+
+
+def backend_factory(settings: Settings) -> Callable[[str], Backend]:
+    def make(name: str) -> Backend:
+        if name == "local":
+            from backends.local.backend import LocalBackend
+
+            return LocalBackend(
+                scheduler_address=settings.get("backends.local.scheduler"),
+                workers=settings.get("backends.local.workers"),
+                max_concurrent=settings.max_concurrent or None,
+            )
+        raise InvalidInputError(f"unknown or unavailable backend {name!r}: {', '.join(BACKENDS)}")
+
+    return make
+
+
+def make_dispatcher(
+    cat: Catalog,
+    settings: Settings,
+    backends: tuple[str, ...] | None = None,
+) -> Dispatcher:
+    return Dispatcher(
+        cat,
+        backend_factory(settings),
+        runtime_factory(settings),
+        settings.work_dir,
+        backend_names=backends or BACKENDS,
+        poll_interval=settings.poll_interval,
+    )
