@@ -12,7 +12,7 @@ Environment mapping: ``GEARBROKER_<SECTION>__<NAME>`` sets ``section.name``
 folded), e.g. ``GEARBROKER_CATALOG__DATABASE`` -> ``catalog.database`` and
 ``GEARBROKER_BACKENDS__SLURM__PARTITION`` -> ``backends.slurm.partition`` (open
 tables keep such values as strings; in the file they keep their TOML type, and
-sub-tables flatten to dotted keys).  Short forms: ``GEARBROKER_DATABASE``,
+sub-tables inside an open table stay tables, e.g. ``[runtimes.bwrap.images]``).  Short forms: ``GEARBROKER_DATABASE``,
 ``GEARBROKER_STORE``, ``GEARBROKER_USER`` and ``GEARBROKER_DATA_DIR``; the full
 form wins when both are set.  Variables without ``__`` other than these (for
 example ``GEARBROKER_TEST_PG_URL``) are not settings and are ignored; a ``__``
@@ -247,7 +247,7 @@ def _flatten(table: Mapping[str, Any], prefix: str, origin: str, out: dict[str, 
         key = prefix + name
         if key in REGISTRY:
             out[key] = value
-        elif isinstance(value, dict) and (is_section(key) or open_section_of(key)):
+        elif isinstance(value, dict) and is_section(key) and open_section_of(key) is None:
             _flatten(value, key + ".", origin, out)
         elif open_section_of(key) is not None:
             out[key] = value

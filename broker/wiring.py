@@ -19,6 +19,7 @@ from catalog.catalog import Catalog
 from catalog.errors import InvalidInputError
 
 BACKENDS = ("local", "slurm", "kubernetes")
+RUNTIME_NAMES = ("podman", "docker", "apptainer", "bwrap")
 
 
 def runtime_options(settings: Settings, name: str) -> dict[str, Any]:
@@ -52,6 +53,7 @@ def backend_factory(settings: Settings) -> Callable[[str], Backend]:
                 scheduler_address=settings.get("backends.local.scheduler"),
                 workers=settings.get("backends.local.workers"),
                 max_concurrent=settings.max_concurrent or None,
+                runtime_options={n: runtime_options(settings, n) for n in RUNTIME_NAMES},
             )
         raise InvalidInputError(f"unknown or unavailable backend {name!r}: {', '.join(BACKENDS)}")
 

@@ -39,8 +39,11 @@ class ContainerRuntime(ABC):
         """A command that removes the exited container (after inspection); None if none."""
         return None
 
-    def oom_killed(self, spec: ContainerSpec, transport: Transport) -> bool:
-        """Whether the exited container was killed for exceeding its memory limit."""
+    def oom_killed(self, spec: ContainerSpec, transport: Transport, cwd: str | None = None) -> bool:
+        """Whether the exited container was killed for exceeding its memory limit.
+
+        ``cwd`` is the folder the runtime's CLI ran in (some engines leave markers there).
+        """
         return False
 
     def available(self, transport: Transport) -> bool:

@@ -33,6 +33,8 @@ cgroup bounds memory and CPUs.  :meth:`oom_killed` is therefore always False.
 
 from __future__ import annotations
 
+import os
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,7 +43,7 @@ from broker.runtimes.base import ContainerRuntime
 from broker.runtimes.common import check_spec, parse_user
 from broker.runtimes.podman import PodmanRuntime
 from broker.runtimes.unpack import unpack_image
-from broker.task import ContainerSpec
+from broker.task import ContainerSpec, Mount
 from broker.transport import LocalTransport, Transport
 from catalog.errors import InvalidInputError
 
@@ -125,8 +127,14 @@ class BwrapRuntime(ContainerRuntime):
         if spec.resources.gpus > 0:
             for device in self.gpu_devices:
                 out += ["--dev-bind-try", device, device]
+        rebuilt: list[str] = []
+        if spec.image != "host":
+            rebuilt = self.missing_mount_parents(self.rootfs(spec.image), spec.mounts)
+            out += self.rebuild_args(self.rootfs(spec.image), rebuilt, spec.mounts)
         for mount in spec.mounts:
             out += ["--ro-bind" if mount.read_only else "--bind", mount.source, mount.target]
+        for parent in rebuilt:  # read-only again, like the image it stands in for
+            out += ["--remount-ro", parent]
         out += ["--chdir", spec.workdir, "--clearenv"]
         env = {"PATH": DEFAULT_PATH, **spec.env}
         for key, value in env.items():
@@ -134,6 +142,37 @@ class BwrapRuntime(ContainerRuntime):
         if ids is not None:
             out += ["--uid", str(ids[0]), "--gid", str(ids[1])]
         return [*out, "--", *spec.argv]
+
+    @staticmethod
+    def missing_mount_parents(rootfs: str, mounts: Sequence[Mount]) -> list[str]:
+        """Folders of the image that must be rebuilt to hold mount points it lacks.
+
+        bwrap cannot create a mount point inside a read-only bind: each folder holding a
+        missing target becomes a tmpfs with the image's own entries bound back into it (so
+        ``/flywheel/v0`` keeps the gear's ``run`` script and gains ``config.json``), and is
+        remounted read-only once the job's mounts are in place.
+        """
+        parents: list[str] = []
+        for mount in mounts:
+            parent = posixpath.dirname(mount.target.rstrip("/"))
+            if os.path.lexists(rootfs + mount.target) or parent in parents or parent == "/":
+                continue
+            if not os.path.isdir(rootfs + parent):
+                raise InvalidInputError(f"the image has no folder {parent} for {mount.target}")
+            parents.append(parent)
+        return parents
+
+    @staticmethod
+    def rebuild_args(rootfs: str, parents: Sequence[str], mounts: Sequence[Mount]) -> list[str]:
+        targets = {m.target for m in mounts}
+        args: list[str] = []
+        for parent in parents:
+            args += ["--tmpfs", parent]
+            for name in sorted(os.listdir(rootfs + parent)):
+                inner = posixpath.join(parent, name)
+                if inner not in targets:
+                    args += ["--ro-bind", rootfs + inner, inner]
+        return args
 
     def root_args(self, image: str) -> list[str]:
         """The binds making up ``/`` for ``image``."""

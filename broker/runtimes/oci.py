@@ -117,7 +117,7 @@ class OciRuntime(ContainerRuntime):
     def remove_argv(self, spec: ContainerSpec) -> list[str]:
         return self.cli("rm", "-f", spec.name)
 
-    def oom_killed(self, spec: ContainerSpec, transport: Transport) -> bool:
+    def oom_killed(self, spec: ContainerSpec, transport: Transport, cwd: str | None = None) -> bool:
         """``.State.OOMKilled`` of the exited container; CommandError if it cannot be inspected."""
         fmt = "{{.State.OOMKilled}}"
         done = transport.run(self.cli("inspect", "--type", "container", "--format", fmt, spec.name))

@@ -8,15 +8,19 @@
 - ``version`` is the client's: podman has no daemon.
 - ``oom_killed``: podman < 5.0 never sets ``.State.OOMKilled`` (containers/podman#13102,
   fixed in 5.0 by #21523): conmon 2.1 creates its ``oom`` marker in the podman process's
-  working directory, where podman 4 does not look.  On podman 4 an OOM kill shows up only as
-  exit status 137.
+  working directory, where podman 4 does not look.  So :meth:`PodmanRuntime.oom_killed` also
+  accepts that marker in ``cwd``, the folder the CLI ran in (the local backend's supervisor
+  runs podman in the job folder, one folder per container).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from broker.runtimes.oci import OciRuntime
+from broker.task import ContainerSpec
+from broker.transport import Transport
 
 
 class PodmanRuntime(OciRuntime):
@@ -31,3 +35,8 @@ class PodmanRuntime(OciRuntime):
 
     def entrypoint(self, command: str) -> str:
         return json.dumps([command])
+
+    def oom_killed(self, spec: ContainerSpec, transport: Transport, cwd: str | None = None) -> bool:
+        if super().oom_killed(spec, transport, cwd):
+            return True
+        return cwd is not None and (Path(cwd) / "oom").is_file()

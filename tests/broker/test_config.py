@@ -278,7 +278,7 @@ def test_open_backend_tables_keep_values(tmp_path: Path) -> None:
         "extra": ["--qos=low"],
         "account": "lab",
     }
-    assert s.section("backends.kubernetes") == {"namespace": "other", "resources.cpu": 2.5}
+    assert s.section("backends.kubernetes") == {"namespace": "other", "resources": {"cpu": 2.5}}
     assert s.sources["backends.slurm.nodes"] == str(cfg)
     assert s.sources["backends.slurm.account"] == "GEARBROKER_BACKENDS__SLURM__ACCOUNT"
     assert s.sources["backends.kubernetes.namespace"] == FLAG_SOURCE
