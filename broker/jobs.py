@@ -256,7 +256,7 @@ def list_jobs(
             stmt = stmt.where(Gear.name == gear)
         if not cat.actor.is_admin:
             stmt = stmt.where(Job.created_by == cat.actor.username)
-        return [(j, g) for j, g in session.execute(stmt.limit(limit)).tuples()]
+        return [(j, g) for j, g in session.execute(stmt.limit(limit))]
 
 
 def cancel_job(cat: Catalog, job_id: int) -> Job:

@@ -7,7 +7,9 @@ study, series, geometry, timing), so parsing costs what it costs on real data.
 from __future__ import annotations
 
 import hashlib
+import io
 import random
+import zipfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -115,6 +117,17 @@ def write_series(spec: SeriesSpec, folder: Path, seed: int = 0) -> list[Path]:
         make_slice(spec, index, seed).save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def write_series_zip(spec: SeriesSpec, path: Path, seed: int = 0) -> Path:
+    """Write the series as one ``.dicom.zip`` archive (Flywheel's convention per acquisition)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index in range(spec.slices):
+            buffer = io.BytesIO()
+            make_slice(spec, index, seed).save_as(buffer, enforce_file_format=True)
+            archive.writestr(f"{spec.series_number:03d}_{index + 1:04d}.dcm", buffer.getvalue())
+    return path
 
 
 def demo_series(subject: int, session: int = 1) -> list[SeriesSpec]:
