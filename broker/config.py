@@ -12,10 +12,10 @@ Environment mapping: ``GEARBROKER_<SECTION>__<NAME>`` sets ``section.name``
 folded), e.g. ``GEARBROKER_CATALOG__DATABASE`` -> ``catalog.database`` and
 ``GEARBROKER_BACKENDS__SLURM__PARTITION`` -> ``backends.slurm.partition`` (open
 tables keep such values as strings; in the file they keep their TOML type, and
-sub-tables inside an open table stay tables, e.g. ``[runtimes.bwrap.images]``).  Short forms: ``GEARBROKER_DATABASE``,
-``GEARBROKER_STORE``, ``GEARBROKER_USER`` and ``GEARBROKER_DATA_DIR``; the full
-form wins when both are set.  Variables without ``__`` other than these (for
-example ``GEARBROKER_TEST_PG_URL``) are not settings and are ignored; a ``__``
+sub-tables inside an open table stay tables, e.g. ``[runtimes.bwrap.images]``).
+Short forms: ``GEARBROKER_DATABASE``, ``GEARBROKER_STORE``, ``GEARBROKER_USER`` and
+``GEARBROKER_DATA_DIR``; the full form wins when both are set.  Variables without ``__``
+other than these (for example ``GEARBROKER_TEST_PG_URL``) are not settings and are ignored; a ``__``
 variable naming an undeclared key is a ``ConfigError``.  Strings convert to the
 setting's kind: integers, floats, booleans (1/0/true/false/yes/no), lists
 (comma-separated or a JSON array).

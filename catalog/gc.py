@@ -34,9 +34,7 @@ def referenced_blobs(cat: Catalog) -> ReferencedBlobs:
         rows = session.execute(select(File.sha256).distinct().execution_options(yield_per=10_000))
         for (sha,) in rows:
             digests.add(bytes.fromhex(sha))
-        logs = session.execute(
-            select(Job.log_sha256).where(Job.log_sha256.is_not(None)).distinct()
-        )
+        logs = session.execute(select(Job.log_sha256).where(Job.log_sha256.is_not(None)).distinct())
         for (log_sha,) in logs:
             if log_sha:
                 digests.add(bytes.fromhex(log_sha))

@@ -51,7 +51,8 @@ def install_gear(
                 )
             if image and existing.image != image:
                 raise ConflictError(
-                    f"gear {name}:{version} is installed with image {existing.image!r}, not {image!r}"
+                    f"gear {name}:{version} is installed with image {existing.image!r}, "
+                    f"not {image!r}"
                 )
             return existing, False
         gear = Gear(
@@ -66,8 +67,16 @@ def install_gear(
         )
         session.add(gear)
         session.flush()
-        audit.record(session, cat.actor, "gear.install", "gear", gear.id, f"{name}:{version}",
-                     manifest_hash=manifest_hash, image=image)
+        audit.record(
+            session,
+            cat.actor,
+            "gear.install",
+            "gear",
+            gear.id,
+            f"{name}:{version}",
+            manifest_hash=manifest_hash,
+            image=image,
+        )
         return gear, True
 
 
@@ -89,8 +98,11 @@ def list_gears(cat: Catalog, name: str | None = None, all_versions: bool = False
 def get_gear(cat: Catalog, ref: str) -> Gear:
     """The gear ``name:version``, or the newest installed version of ``name``."""
     name, version = parse_ref(ref)
-    candidates = [g for g in list_gears(cat, name, all_versions=True)
-                  if version is None or g.version == version]
+    candidates = [
+        g
+        for g in list_gears(cat, name, all_versions=True)
+        if version is None or g.version == version
+    ]
     if version is None:
         candidates = [g for g in candidates if not g.disabled] or candidates
     if not candidates:
@@ -102,7 +114,7 @@ def remove_gear(cat: Catalog, ref: str) -> Gear:
     """Remove a gear version that no job used; otherwise it is kept for provenance."""
     if not cat.actor.is_admin:
         raise PermissionDeniedError(f"user {cat.actor.username!r}: only site admins remove gears")
-    gear = get_gear(cat, ref if ":" in ref else ref)
+    gear = get_gear(cat, ref)
     with cat.db.session() as session:
         used = session.scalar(select(func.count()).select_from(Job).where(Job.gear_id == gear.id))
         if used:
@@ -112,6 +124,7 @@ def remove_gear(cat: Catalog, ref: str) -> Gear:
             )
         row = session.get(Gear, gear.id)
         session.delete(row)
-        audit.record(session, cat.actor, "gear.remove", "gear", gear.id,
-                     f"{gear.name}:{gear.version}")
+        audit.record(
+            session, cat.actor, "gear.remove", "gear", gear.id, f"{gear.name}:{gear.version}"
+        )
     return gear

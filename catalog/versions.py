@@ -11,14 +11,18 @@ import re
 _TOKEN = re.compile(r"\d+|[A-Za-z]+")
 
 
+def _tokens(text: str) -> tuple[tuple[int, int, str], ...]:
+    """Numbers compare numerically and after words (``rc`` < ``1``)."""
+    return tuple(
+        (1, int(t), "") if t.isdigit() else (0, 0, t.lower()) for t in _TOKEN.findall(text)
+    )
+
+
 def _part_key(part: str) -> tuple[tuple[int, int, str], ...]:
     release, _, pre = part.partition("-")
-    release_key = tuple((1, int(t), "") if t.isdigit() else (0, 0, t.lower())
-                        for t in _TOKEN.findall(release))
-    # a pre-release sorts before its release: (0, ...) < (1,)
-    pre_key = ((0, 0, ""),) + tuple((1, int(t), "") if t.isdigit() else (0, 0, t.lower())
-                                    for t in _TOKEN.findall(pre)) if pre else ((1, 0, ""),)
-    return release_key + ((2, 0, ""),) + pre_key
+    # a pre-release sorts before its release: (0, ...) < (1, ...)
+    pre_key = ((0, 0, ""), *_tokens(pre)) if pre else ((1, 0, ""),)
+    return (*_tokens(release), (2, 0, ""), *pre_key)
 
 
 def version_key(version: str) -> tuple[tuple[tuple[int, int, str], ...], ...]:

@@ -11,8 +11,14 @@ from catalog.catalog import Catalog
 from catalog.models import Job
 
 
-def broker_settings(tmp_path: Path, db_url: str, store_url: str, runtime: str,
-                    bwrap_rootfs: Path | None = None, extra: str = "") -> Settings:
+def broker_settings(
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    runtime: str,
+    bwrap_rootfs: Path | None = None,
+    extra: str = "",
+) -> Settings:
     """Settings (through a real TOML file) pointing at the test catalog and runtime."""
     lines = [
         "[catalog]",
@@ -26,16 +32,17 @@ def broker_settings(tmp_path: Path, db_url: str, store_url: str, runtime: str,
         "max_concurrent = 4",
     ]
     if bwrap_rootfs is not None:
-        lines += ["[runtimes.bwrap.images]",
-                  f'"localhost/gearbroker/busybox:1" = "{bwrap_rootfs}"',
-                  f'"localhost/gearbroker/dcm2niix:1" = "{bwrap_rootfs.parent / "dcm2niix"}"']
+        lines += [
+            "[runtimes.bwrap.images]",
+            f'"localhost/gearbroker/busybox:1" = "{bwrap_rootfs}"',
+            f'"localhost/gearbroker/dcm2niix:1" = "{bwrap_rootfs.parent / "dcm2niix"}"',
+        ]
     config = tmp_path / "config.toml"
     config.write_text("\n".join(lines) + "\n" + extra)
     return load_settings(path=config, env={"GEARBROKER_USER": "admin", "HOME": str(tmp_path)})
 
 
-def run_to_end(cat: Catalog, settings: Settings, request: JobRequest,
-               timeout: float = 180) -> Job:
+def run_to_end(cat: Catalog, settings: Settings, request: JobRequest, timeout: float = 180) -> Job:
     """Create the job and serve it with an in-process dispatcher until it ends."""
     job = create_job(cat, request)
     serve(cat, settings, job.id, timeout)

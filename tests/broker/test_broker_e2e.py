@@ -25,13 +25,21 @@ def runtime(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def test_gear_runs_end_to_end(catalog: Catalog, install_test_gear: Callable[..., str],
-                              sample_file: str, runtime: str, tmp_path: Path,
-                              db_url: str, store_url: str, bwrap_rootfs: Path) -> None:
+def test_gear_runs_end_to_end(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    runtime: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, runtime, bwrap_rootfs)
     ref = install_test_gear()
-    job = run_to_end(catalog, settings,
-                     JobRequest(ref, {"infile": sample_file}, {"message": HOSTILE}))
+    job = run_to_end(
+        catalog, settings, JobRequest(ref, {"infile": sample_file}, {"message": HOSTILE})
+    )
     assert job.state == JobState.COMPLETE, job.reason_detail
     assert job.exit_code == 0
     history = [e.to_state for e in job.events]
@@ -75,11 +83,19 @@ def test_gear_runs_end_to_end(catalog: Catalog, install_test_gear: Callable[...,
     ],
     ids=["exit-3", "sigkill", "walltime"],
 )
-def test_failures_keep_their_reason(catalog: Catalog, install_test_gear: Callable[..., str],
-                                    sample_file: str, tmp_path: Path, db_url: str,
-                                    store_url: str, bwrap_rootfs: Path, config: dict[str, int],
-                                    manifest: dict[str, object], reason: str,
-                                    exit_code: int | None) -> None:
+def test_failures_keep_their_reason(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    config: dict[str, int],
+    manifest: dict[str, object],
+    reason: str,
+    exit_code: int | None,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
     ref = install_test_gear(**manifest)
     job = run_to_end(catalog, settings, JobRequest(ref, {"infile": sample_file}, config))
@@ -89,25 +105,43 @@ def test_failures_keep_their_reason(catalog: Catalog, install_test_gear: Callabl
     assert job.log_sha256 is not None
     # a failed job adds no outputs
     with pytest.raises(Exception, match="no file"):
-        catalog.get(f"{catalog.path_of(catalog.get(f'<id:{job.destination_id}>'))}/files/result.txt")
+        catalog.get(
+            f"{catalog.path_of(catalog.get(f'<id:{job.destination_id}>'))}/files/result.txt"
+        )
 
 
-def test_oom_is_reported_with_podman(catalog: Catalog, install_test_gear: Callable[..., str],
-                                     sample_file: str, tmp_path: Path, db_url: str,
-                                     store_url: str, podman_engine: object) -> None:
+def test_oom_is_reported_with_podman(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    podman_engine: object,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "podman")
-    ref = install_test_gear(command="head -c 300m /dev/zero | tail",
-                            gearbroker={"resources": {"memory": "32MB"}})
+    ref = install_test_gear(
+        command="head -c 300m /dev/zero | tail", gearbroker={"resources": {"memory": "32MB"}}
+    )
     job = run_to_end(catalog, settings, JobRequest(ref, {"infile": sample_file}))
     assert (job.state, job.reason) == (JobState.FAILED, "out_of_memory")
 
 
-def test_huge_log_is_capped(catalog: Catalog, install_test_gear: Callable[..., str],
-                            sample_file: str, tmp_path: Path, db_url: str, store_url: str,
-                            bwrap_rootfs: Path) -> None:
+def test_huge_log_is_capped(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
-    job = run_to_end(catalog, settings,
-                     JobRequest(install_test_gear(), {"infile": sample_file}, {"log_mb": 2048}))
+    job = run_to_end(
+        catalog,
+        settings,
+        JobRequest(install_test_gear(), {"infile": sample_file}, {"log_mb": 2048}),
+    )
     assert job.state == JobState.COMPLETE
     assert job.log_sha256 is not None
     size = catalog.blobs.size(job.log_sha256)
@@ -118,11 +152,17 @@ def test_huge_log_is_capped(catalog: Catalog, install_test_gear: Callable[..., s
 
 
 @pytest.mark.parametrize("runtime_name", ["bwrap", "podman"])
-def test_gear_cannot_write_outside_output(request: pytest.FixtureRequest, catalog: Catalog,
-                                          install_test_gear: Callable[..., str],
-                                          sample_file: str, tmp_path: Path, db_url: str,
-                                          store_url: str, bwrap_rootfs: Path,
-                                          runtime_name: str) -> None:
+def test_gear_cannot_write_outside_output(
+    request: pytest.FixtureRequest,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    runtime_name: str,
+) -> None:
     """Inputs, config and manifest are read-only; anything else written outside output/ and
     work/ stays in the container (podman's writable layer) or is refused (bwrap)."""
     if runtime_name == "podman":
@@ -134,8 +174,9 @@ def test_gear_cannot_write_outside_output(request: pytest.FixtureRequest, catalo
     )
     settings = broker_settings(tmp_path, db_url, store_url, runtime_name, bwrap_rootfs)
     before = catalog.get(sample_file).sha256
-    job = run_to_end(catalog, settings,
-                     JobRequest(install_test_gear(command=command), {"infile": sample_file}))
+    job = run_to_end(
+        catalog, settings, JobRequest(install_test_gear(command=command), {"infile": sample_file})
+    )
     assert job.state == JobState.COMPLETE
     analysis = catalog.path_of(catalog.get(f"<id:{job.destination_id}>"))
     out = tmp_path / "report.txt"
@@ -151,22 +192,34 @@ def test_gear_cannot_write_outside_output(request: pytest.FixtureRequest, catalo
     assert hashlib.sha256(blob.read_bytes()).hexdigest() == before
     v0 = tmp_path / "jobs" / f"{job.id}-1" / "v0"
     assert sorted(p.name for p in v0.iterdir()) == [
-        "config.json", "input", "manifest.json", "output", "work"]
+        "config.json",
+        "input",
+        "manifest.json",
+        "output",
+        "work",
+    ]
     assert not Path("/gb-root-file").exists()
     assert [n.label for n in catalog.tree(analysis)] == ["report.txt"]
 
 
-def test_bad_output_names_fail_cleanly(catalog: Catalog, install_test_gear: Callable[..., str],
-                                       sample_file: str, tmp_path: Path, db_url: str,
-                                       store_url: str, bwrap_rootfs: Path) -> None:
+def test_bad_output_names_fail_cleanly(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     command = (
         "cd /flywheel/v0/output; echo ok > good.txt; ln -s /etc/passwd leak; "
-        "printf '%s' '{\"analysis\": {\"files\": [{\"name\": \"../escape.txt\"}]}}' "
+        'printf \'%s\' \'{"analysis": {"files": [{"name": "../escape.txt"}]}}\' '
         "> .metadata.json"
     )
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
-    job = run_to_end(catalog, settings,
-                     JobRequest(install_test_gear(command=command), {"infile": sample_file}))
+    job = run_to_end(
+        catalog, settings, JobRequest(install_test_gear(command=command), {"infile": sample_file})
+    )
     assert (job.state, job.reason) == (JobState.FAILED, "finalize_error")
     assert "../escape.txt" in (job.reason_detail or "")
     # nothing half-applied, and the job folder is kept for inspection
@@ -175,13 +228,19 @@ def test_bad_output_names_fail_cleanly(catalog: Catalog, install_test_gear: Call
     assert (tmp_path / "jobs" / f"{job.id}-1" / "v0" / "output" / "good.txt").exists()
 
 
-def test_docker_container_is_gone_after_the_run(catalog: Catalog,
-                                                install_test_gear: Callable[..., str],
-                                                sample_file: str, tmp_path: Path, db_url: str,
-                                                store_url: str, docker_engine: object) -> None:
+def test_docker_container_is_gone_after_the_run(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    docker_engine: object,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "docker")
     job = run_to_end(catalog, settings, JobRequest(install_test_gear(), {"infile": sample_file}))
     assert job.state == JobState.COMPLETE
-    names = subprocess.run(["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True,
-                           text=True, check=True).stdout.split()
+    names = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}"], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert f"gb-job-{job.id}-1" not in names

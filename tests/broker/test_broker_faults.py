@@ -45,12 +45,18 @@ def _wait_state(cat: Catalog, job_id: int, state: JobState, timeout: float = 60)
 
 
 def test_dispatcher_killed_mid_run_and_restarted(
-    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, tmp_path: Path,
-    db_url: str, store_url: str, bwrap_rootfs: Path,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
 ) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
-    job = create_job(catalog, JobRequest(install_test_gear(), {"infile": sample_file},
-                                         {"sleep": 3}))
+    job = create_job(
+        catalog, JobRequest(install_test_gear(), {"infile": sample_file}, {"sleep": 3})
+    )
     proc = subprocess.Popen([sys.executable, "-c", DISPATCHER, str(tmp_path / "config.toml")])
     try:
         _wait_state(catalog, job.id, JobState.RUNNING)
@@ -67,12 +73,18 @@ def test_dispatcher_killed_mid_run_and_restarted(
 
 
 def test_cancel_running_job_stops_the_container(
-    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, tmp_path: Path,
-    db_url: str, store_url: str, podman_engine: Any,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    podman_engine: Any,
 ) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "podman")
-    job = create_job(catalog, JobRequest(install_test_gear(), {"infile": sample_file},
-                                         {"sleep": 120}))
+    job = create_job(
+        catalog, JobRequest(install_test_gear(), {"infile": sample_file}, {"sleep": 120})
+    )
     thread = threading.Thread(target=serve, args=(catalog, settings, job.id, 120))
     started = time.monotonic()
     thread.start()
@@ -84,15 +96,26 @@ def test_cancel_running_job_stops_the_container(
     assert (final.state, final.reason) == (JobState.CANCELLED, "cancelled")
     assert final.events[-1].detail.get("by") == "admin"
     assert time.monotonic() - started < 60
-    names = subprocess.run([podman_engine.binary, "ps", "-a", "--format", "{{.Names}}"],
-                           capture_output=True, text=True, check=True,
-                           env={**os.environ, **podman_engine.env}).stdout.split()
+    names = subprocess.run(
+        [podman_engine.binary, "ps", "-a", "--format", "{{.Names}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **podman_engine.env},
+    ).stdout.split()
     assert f"gb-job-{job.id}-1" not in names
 
 
-def test_cancel_during_staging(catalog: Catalog, install_test_gear: Callable[..., str],
-                               sample_file: str, tmp_path: Path, db_url: str, store_url: str,
-                               bwrap_rootfs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cancel_during_staging(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
     job = create_job(catalog, JobRequest(install_test_gear(), {"infile": sample_file}))
     real_stage = broker.dispatch.stage_job

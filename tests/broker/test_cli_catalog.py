@@ -47,7 +47,9 @@ def test_init_and_basic_workflow(gb: Run, tmp_path: Path) -> None:
     assert code == 0 and "new       lab/mri/sub-1/ses-1/t1/files/a.nii.gz" in out
     code, out, _ = gb("ls", "lab/mri", "-d", "4")
     assert code == 0 and "sub-1/" in out and "a.nii.gz" in out
-    assert gb("info", "set", "lab/mri/sub-1", "age=42", "site.name=A B", 'cmd=$(reboot); `x`')[0] == 0
+    assert (
+        gb("info", "set", "lab/mri/sub-1", "age=42", "site.name=A B", "cmd=$(reboot); `x`")[0] == 0
+    )
     code, out, _ = gb("info", "get", "lab/mri/sub-1")
     assert json.loads(out) == {"age": 42, "site": {"name": "A B"}, "cmd": "$(reboot); `x`"}
     assert gb("tag", "add", "lab/mri/sub-1/ses-1/t1/files/a.nii.gz", "qa")[1].strip() == "qa"
@@ -69,8 +71,9 @@ def test_init_and_basic_workflow(gb: Run, tmp_path: Path) -> None:
         (("rm", "lab/mri"), 4, "not empty"),
     ],
 )
-def test_errors_map_to_exit_codes(gb: Run, tmp_path: Path, args: tuple[str, ...], code: int,
-                                  message: str) -> None:
+def test_errors_map_to_exit_codes(
+    gb: Run, tmp_path: Path, args: tuple[str, ...], code: int, message: str
+) -> None:
     gb("init")
     gb("group", "create", "lab")
     gb("project", "create", "lab/mri")
@@ -82,7 +85,9 @@ def test_errors_map_to_exit_codes(gb: Run, tmp_path: Path, args: tuple[str, ...]
     assert err.startswith("error: ") and message in err
 
 
-def test_read_only_user_cannot_write(gb: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_only_user_cannot_write(
+    gb: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gb("init")
     gb("group", "create", "lab")
     gb("project", "create", "lab/mri")

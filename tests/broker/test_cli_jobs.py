@@ -14,8 +14,12 @@ from tests.fixtures.gears import gear_manifest
 
 
 @pytest.fixture
-def gb_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-              bwrap_rootfs: Path) -> Run:
+def gb_broker(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    bwrap_rootfs: Path,
+) -> Run:
     config = tmp_path / "config.toml"
     config.write_text(
         f'[catalog]\ndata_dir = "{tmp_path / "data"}"\n'
@@ -52,10 +56,13 @@ def test_run_wait_and_inspect(gb_broker: Run, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("data")
     gb("upload", str(tmp_path / "in.txt"), "--to", "lab/p/s1/e1/a1")
     src = "lab/p/s1/e1/a1/files/in.txt"
-    code, out, _ = gb("run", "test-echo", "-i", f"infile={src}", "-c", "message=hi there", "--dry-run")
+    code, out, _ = gb(
+        "run", "test-echo", "-i", f"infile={src}", "-c", "message=hi there", "--dry-run"
+    )
     assert code == 0 and "bwrap" in out and "--ro-bind" in out
-    code, out, err = gb("run", "test-echo", "-i", f"infile={src}", "-c", "message=hi there",
-                        "--wait")
+    code, out, err = gb(
+        "run", "test-echo", "-i", f"infile={src}", "-c", "message=hi there", "--wait"
+    )
     assert code == 0, err
     assert "job 1 pending" in out and "job 1 complete" in out
     code, out, _ = gb("jobs", "list")
@@ -81,11 +88,24 @@ def test_run_wait_and_inspect(gb_broker: Run, tmp_path: Path) -> None:
     assert gb("jobs", "cancel", "3")[1].startswith("job 3: cancelled")
 
 
-def test_demo_runs_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                              monkeypatch: pytest.MonkeyPatch, bwrap_rootfs: Path) -> None:
+def test_demo_runs_end_to_end(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    bwrap_rootfs: Path,
+) -> None:
     monkeypatch.setenv("GEARBROKER_USER", "demo-user")
-    main(["demo", "--workdir", str(tmp_path / "demo"), "--subjects", "2",
-          "--gear-rootfs", str(bwrap_rootfs.parent / "dcm2niix")])
+    main(
+        [
+            "demo",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--subjects",
+            "2",
+            "--gear-rootfs",
+            str(bwrap_rootfs.parent / "dcm2niix"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "2 matching file(s)" in out
     assert "job 1: complete" in out

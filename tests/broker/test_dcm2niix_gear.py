@@ -19,8 +19,13 @@ from tests.broker.conftest_broker import broker_settings, run_to_end
 
 @pytest.mark.parametrize("runtime", ["bwrap", "podman"])
 def test_dcm2niix_converts_a_series_with_provenance(
-    request: pytest.FixtureRequest, catalog: Catalog, tmp_path: Path, db_url: str,
-    store_url: str, bwrap_rootfs: Path, runtime: str,
+    request: pytest.FixtureRequest,
+    catalog: Catalog,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    runtime: str,
 ) -> None:
     if runtime == "podman":
         request.getfixturevalue("podman_engine")
@@ -33,8 +38,9 @@ def test_dcm2niix_converts_a_series_with_provenance(
     archive = write_series_zip(spec, tmp_path / "T1w_MPRAGE.dicom.zip")
     [up] = catalog.upload([archive], "lab/mri/P1/ses-1/T1w_MPRAGE")
     settings = broker_settings(tmp_path, db_url, store_url, runtime, bwrap_rootfs)
-    job = run_to_end(catalog, settings, JobRequest(f"dcm2niix:{manifest.version}",
-                                                   {"dicom": up.path}))
+    job = run_to_end(
+        catalog, settings, JobRequest(f"dcm2niix:{manifest.version}", {"dicom": up.path})
+    )
     assert job.state == JobState.COMPLETE, job.reason_detail
     nifti = catalog.get("lab/mri/P1/ses-1/T1w_MPRAGE/files/T1w_MPRAGE.nii.gz")
     assert isinstance(nifti, File)

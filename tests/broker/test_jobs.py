@@ -19,8 +19,9 @@ from tests.fixtures.gears import gear_manifest
 OpenAs = Callable[[str], Catalog]
 
 
-def test_create_job_validates_and_records(catalog: Catalog, install_test_gear: Callable[..., str],
-                                          sample_file: str) -> None:
+def test_create_job_validates_and_records(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str
+) -> None:
     ref = install_test_gear()
     job = create_job(catalog, JobRequest(ref, {"infile": sample_file}, {"message": "$(reboot)"}))
     assert job.state == JobState.PENDING
@@ -41,8 +42,14 @@ def test_every_invocation_problem_is_reported_at_once(
 ) -> None:
     ref = install_test_gear()
     with pytest.raises(InvocationError) as info:
-        create_job(catalog, JobRequest(ref, {"infile": sample_file, "bogus": sample_file},
-                                       {"exit_code": 999, "colour": "red"}))
+        create_job(
+            catalog,
+            JobRequest(
+                ref,
+                {"infile": sample_file, "bogus": sample_file},
+                {"exit_code": 999, "colour": "red"},
+            ),
+        )
     text = str(info.value)
     assert "$.config.exit_code" in text and "colour" in text and "bogus" in text
     with catalog.db.session(readonly=True) as s:
@@ -52,13 +59,16 @@ def test_every_invocation_problem_is_reported_at_once(
 def test_cli_config_values_are_typed_by_the_manifest() -> None:
     manifest = load_manifest(gear_manifest())
     assert coerce_config(manifest, {"exit_code": "3", "message": "42"}) == {
-        "exit_code": 3, "message": "42"}
+        "exit_code": 3,
+        "message": "42",
+    }
     with pytest.raises(InvocationError, match=r"\$\.config\.sleep"):
         coerce_config(manifest, {"sleep": "soon"})
 
 
-def test_bad_requests(catalog: Catalog, install_test_gear: Callable[..., str],
-                      sample_file: str, as_user: OpenAs) -> None:
+def test_bad_requests(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, as_user: OpenAs
+) -> None:
     ref = install_test_gear()
     with pytest.raises(NotFoundError):
         create_job(catalog, JobRequest("no-such-gear", {"infile": sample_file}))
@@ -71,8 +81,9 @@ def test_bad_requests(catalog: Catalog, install_test_gear: Callable[..., str],
         create_job(as_user("reader"), JobRequest(ref, {"infile": sample_file}))
 
 
-def test_cancel_pending_and_retry(catalog: Catalog, install_test_gear: Callable[..., str],
-                                  sample_file: str) -> None:
+def test_cancel_pending_and_retry(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str
+) -> None:
     ref = install_test_gear()
     job = create_job(catalog, JobRequest(ref, {"infile": sample_file}))
     cancelled = cancel_job(catalog, job.id)
@@ -85,8 +96,9 @@ def test_cancel_pending_and_retry(catalog: Catalog, install_test_gear: Callable[
     assert get_job(catalog, again.id).gear.name == "test-echo"
 
 
-def test_illegal_transitions_are_refused(catalog: Catalog, install_test_gear: Callable[..., str],
-                                         sample_file: str) -> None:
+def test_illegal_transitions_are_refused(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str
+) -> None:
     job = create_job(catalog, JobRequest(install_test_gear(), {"infile": sample_file}))
     with catalog.db.session() as s:
         row = s.get(Job, job.id)
