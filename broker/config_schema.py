@@ -201,6 +201,13 @@ SETTINGS: tuple[Setting, ...] = (
             factory=lambda c: c.get("catalog.data_dir") / "jobs"),
     Setting("broker.poll_interval", FLOAT, 2.0, help="Seconds between job status polls."),
     Setting("broker.max_concurrent", INT, 0, help="Jobs run at once; 0 means one per core."),
+    Setting("broker.max_per_user", INT, 0, help="Jobs one user may have in flight; 0: no limit."),
+    Setting("broker.max_per_project", INT, 0, help="Jobs one project may have in flight; 0: none."),
+    Setting("broker.max_retries", INT, 0, help="Retries of transient failures (gear/rule/job "
+            "settings take precedence)."),
+    Setting("broker.retry_backoff", FLOAT, 10.0, help="Seconds before the first retry (doubles)."),
+    Setting("broker.oom_memory_factor", FLOAT, 2.0, help="Memory multiplier for an OOM retry."),
+    Setting("broker.oom_memory_cap_mb", INT, 65536, help="Most memory an OOM retry may ask."),
     Setting("backends.local.scheduler", STR, help="Dask scheduler address, e.g. tcp://host:8786."),
     Setting("backends.local.workers", INT, help="Number of local Dask workers."),
     Setting("ingest.workers", INT, help="Parallel ingest workers."),

@@ -22,13 +22,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from backends.base import Backend, BackendState, TaskStatus
+from broker.cache import cache_key, complete_from_cache, find_cached
+from broker.claim import ACTIVE, ClaimLimits, claim_jobs
 from broker.finalize import finalize_job
+from broker.retry import RetrySettings, retry_if_due
+from broker.rule_engine import RuleEngine
 from broker.runtimes.base import ContainerRuntime
 from broker.staging import job_dir, stage_job
 from broker.states import Reason, transition
+from broker.task import TaskSpec
 from broker.transport import LocalTransport
 from catalog.catalog import Catalog
 from catalog.errors import ConflictError, GearbrokerError
@@ -40,7 +46,6 @@ log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[str], Backend]
 RuntimeFactory = Callable[[str | None, str | None], ContainerRuntime]
-ACTIVE = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
 class DispatcherBusyError(ConflictError):
@@ -60,6 +65,9 @@ class Dispatcher:
         backend_names: Collection[str] = ("local",),
         poll_interval: float = 2.0,
         max_in_flight: int = 0,
+        max_per_user: int = 0,
+        max_per_project: int = 0,
+        retry: RetrySettings | None = None,
         name: str | None = None,
     ) -> None:
         self.cat = cat
@@ -68,8 +76,13 @@ class Dispatcher:
         self.work_dir = work_dir
         self.backend_names = tuple(backend_names)
         self.poll_interval = poll_interval
-        self.max_in_flight = max_in_flight or (os.cpu_count() or 1) * 4
+        self.limits = ClaimLimits(
+            max_in_flight or (os.cpu_count() or 1) * 4, max_per_user, max_per_project
+        )
+        self.retry = retry or RetrySettings()
+        self.rules = RuleEngine(cat)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self._digests: dict[tuple[str, str], tuple[float, str | None, str | None]] = {}
         self._backends: dict[str, Backend] = {}
         self._lock_file: IO[str] | None = None
         self._last_poll = 0.0
@@ -138,8 +151,11 @@ class Dispatcher:
     def step(self, only: Collection[int] | None = None) -> bool:
         """One pass: cancellations, new jobs, status poll.  True if anything happened."""
         busy = self._send_cancellations(only)
-        for job_id in self._claim(only):
-            self._start(job_id)
+        if only is None:
+            busy = self.rules.fire() > 0 or busy
+        claimed = self._claim(only)
+        if claimed:
+            self._start_all(claimed)
             busy = True
         if time.monotonic() - self._last_poll >= self.poll_interval or busy:
             busy = self._poll(only) or busy
@@ -150,34 +166,49 @@ class Dispatcher:
 
     def _claim(self, only: Collection[int] | None) -> list[int]:
         with self.cat.db.session() as session:
-            in_flight = (
-                session.scalar(
-                    select(func.count())
-                    .select_from(Job)
-                    .where(Job.state.in_(ACTIVE), Job.backend.in_(self.backend_names))
-                )
-                or 0
-            )
-            room = self.max_in_flight - in_flight
-            if room <= 0:
-                return []
-            stmt = (
-                select(Job)
-                .where(Job.state == JobState.PENDING.value, Job.backend.in_(self.backend_names))
-                .order_by(Job.priority.desc(), Job.id)
-                .limit(room)
-            )
-            if only is not None:
-                stmt = stmt.where(Job.id.in_(list(only)))
-            if self.cat.db.dialect == "postgresql":
-                stmt = stmt.with_for_update(skip_locked=True)
-            jobs = list(session.scalars(stmt))
-            for job in jobs:
-                job.claimed_by = self.name
-                transition(session, job, JobState.QUEUED, dispatcher=self.name)
-            return [job.id for job in jobs]
+            return claim_jobs(session, self.name, self.backend_names, self.limits, only)
 
-    def _start(self, job_id: int) -> None:
+    def _start_all(self, job_ids: list[int]) -> None:
+        """Prepare every claimed job, then submit them grouped by backend, runtime and gear
+        (a group becomes one submission where the backend supports it, e.g. a Slurm array)."""
+        groups: dict[tuple[str, str, int], list[tuple[int, TaskSpec, ContainerRuntime]]] = (
+            defaultdict(list)
+        )
+        for job_id in job_ids:
+            prepared = self._prepare(job_id)
+            if prepared is not None:
+                job, task, runtime = prepared
+                groups[(job.backend, runtime.name, job.gear_id)].append((job.id, task, runtime))
+        for (backend_name, _runtime, _gear), items in groups.items():
+            runtime = items[0][2]
+            try:
+                ids = self.backend(backend_name).submit_many([t for _, t, _ in items], runtime)
+            except (GearbrokerError, OSError) as exc:
+                for job_id, _task, _rt in items:
+                    self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))
+                continue
+            with self.cat.db.session() as session:
+                for (job_id, _task, _rt), external_id in zip(items, ids, strict=True):
+                    row = session.get(Job, job_id)
+                    assert row is not None
+                    row.external_id = external_id
+
+    def _image_facts(self, runtime: ContainerRuntime, image: str) -> tuple[str | None, str | None]:
+        """(digest, runtime version), asked once a minute per runtime and image."""
+        key = (runtime.name, image)
+        cached = self._digests.get(key)
+        if cached is None or time.monotonic() - cached[0] > 60:
+            transport = LocalTransport()
+            cached = (
+                time.monotonic(),
+                runtime.image_digest(image, transport),
+                runtime.version(transport),
+            )
+            self._digests[key] = cached
+        return cached[1], cached[2]
+
+    def _prepare(self, job_id: int) -> tuple[Job, TaskSpec, ContainerRuntime] | None:
+        """Cache check, staging and runtime choice for one claimed job (None: it ended)."""
         with self.cat.db.session(readonly=True) as session:
             job = session.get(Job, job_id)
             assert job is not None
@@ -185,33 +216,37 @@ class Dispatcher:
             assert gear is not None and job.destination_id is not None
             dest = get_container(session, job.destination_id)
         manifest = load_manifest(gear.manifest)
+        image = gear.image or manifest.image or ""
+        try:
+            runtime = self._runtime_factory(job.runtime, manifest.preferred_runtime)
+            digest, version = self._image_facts(runtime, image)
+        except (GearbrokerError, OSError) as exc:
+            self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))
+            return None
+        key = cache_key(job, gear, image, digest or manifest.image_digest)
+        if not job.options.get("no_cache"):
+            source = find_cached(self.cat, key, exclude=job.id)
+            if source is not None:
+                complete_from_cache(self.cat, job.id, source)
+                return None
         try:
             task = stage_job(job, gear, manifest, dest, self.cat.blobs, self.work_dir)
         except (GearbrokerError, OSError) as exc:
             self._end_early(job_id, JobState.FAILED, Reason.STAGING, str(exc))
-            return
+            return None
         if self._cancel_requested(job_id):
             shutil.rmtree(task.job_dir, ignore_errors=True)
             self._end_early(job_id, JobState.CANCELLED, Reason.CANCELLED, "cancelled before start")
-            return
-        try:
-            runtime = self._runtime_factory(job.runtime, manifest.preferred_runtime)
-            transport = LocalTransport()
-            digest = runtime.image_digest(task.container.image, transport)
-            version = runtime.version(transport)
-            backend = self.backend(job.backend)
-            external_id = backend.submit(task, runtime)
-        except (GearbrokerError, OSError) as exc:
-            self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))
-            return
+            return None
         with self.cat.db.session() as session:
             row = session.get(Job, job_id)
             assert row is not None
-            row.external_id = external_id
             row.runtime = runtime.name
             row.runtime_version = version
             row.image_digest = digest or manifest.image_digest
+            row.cache_key = key
             row.options = {**row.options, "resources": asdict(task.resources)}
+        return row, task, runtime
 
     def _end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
         log.warning("job %s: %s: %s", job_id, reason.value, message)
@@ -280,9 +315,14 @@ class Dispatcher:
                     transition(session, row, JobState.RUNNING, external_id=row.external_id)
             return True
         if status.state.terminal:
-            finalize_job(self.cat, job.id, status, job_dir(self.work_dir, job))
+            finalize_job(
+                self.cat, job.id, status, job_dir(self.work_dir, job), retry=self._retry_hook
+            )
             return True
         return False
+
+    def _retry_hook(self, session: Session, job: Job, gear: Gear) -> None:
+        retry_if_due(session, job, gear, self.retry)
 
     def reconcile(self, only: Collection[int] | None = None) -> None:
         """Bring every non-terminal job in line with what its backend knows."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,18 @@ from catalog.catalog import Catalog
 from catalog.errors import GearbrokerError
 from catalog.models import Container, File, Gear, Job, JobState, Level, RoleName
 from catalog.paths import validate_file_name, validate_label
+from catalog.rules import enqueue_rule_matches
 from catalog.transfer import add_file_version
 from catalog.tree import ancestors, container_path, current_file, file_path, get_container
 from gearspec.manifest import load_manifest
-from gearspec.metadata import ChangeSet, ContainerUpdate, FileUpdate, load_metadata, scope_for
+from gearspec.metadata import (
+    ChangeSet,
+    ContainerUpdate,
+    FileUpdate,
+    parse_metadata,
+    read_metadata_doc,
+    scope_for,
+)
 from gearspec.staging import Destination
 
 
@@ -56,8 +64,17 @@ def store_log(job_dir: Path, cat: Catalog) -> BlobInfo | None:
     return cat.blobs.put_file(log) if log.is_file() else None
 
 
-def finalize_job(cat: Catalog, job_id: int, status: TaskStatus, job_dir: Path) -> Job:
-    """Record the end of a job whose backend reports a terminal ``status``."""
+RetryHook = Callable[[Session, Job, Gear], object]
+
+
+def finalize_job(
+    cat: Catalog, job_id: int, status: TaskStatus, job_dir: Path, retry: RetryHook | None = None
+) -> Job:
+    """Record the end of a job whose backend reports a terminal ``status``.
+
+    ``retry`` is called in the same transaction when the job failed, so a due retry exists
+    exactly when the failure is recorded.
+    """
     outcome, reason = BACKEND_OUTCOME[status.state]
     outputs: dict[str, BlobInfo] = {}
     problem: str | None = None
@@ -68,7 +85,9 @@ def finalize_job(cat: Catalog, job_id: int, status: TaskStatus, job_dir: Path) -
             outcome, reason, problem = JobState.FAILED, Reason.FINALIZE, f"outputs: {exc}"
     log = store_log(job_dir, cat)
     try:
-        return _record_end(cat, job_id, status, job_dir, outputs, log, outcome, reason, problem)
+        return _record_end(
+            cat, job_id, status, job_dir, outputs, log, outcome, reason, problem, retry
+        )
     except (GearbrokerError, OSError) as exc:
         return _fail_finalize(cat, job_id, str(exc), log)
 
@@ -83,6 +102,7 @@ def _record_end(
     outcome: JobState,
     reason: Reason | None,
     problem: str | None,
+    retry: RetryHook | None,
 ) -> Job:
     with cat.db.session() as session:
         job = session.get(Job, job_id)
@@ -93,8 +113,10 @@ def _record_end(
         assert gear is not None
         dest = get_container(session, job.destination_id) if job.destination_id else None
         produced: list[dict[str, Any]] = []
+        metadata_doc = None
         if outcome is JobState.COMPLETE and dest is not None:
-            produced = _apply_outputs(session, job, dest, outputs, job_dir)
+            metadata_doc = read_metadata_doc(job_dir / "v0" / "output")
+            produced = apply_results(session, job, dest, outputs, metadata_doc)
         job.exit_code = status.exit_code
         job.reason_detail = problem or status.message
         job.log_sha256 = log.sha256 if log else None
@@ -107,9 +129,13 @@ def _record_end(
         session.flush()
         session.refresh(job, ["events"])
         record = provenance_record(session, job, gear, produced, log)
+        if metadata_doc is not None:
+            record["metadata"] = metadata_doc
         job.provenance = record
         if dest is not None and dest.level == Level.ANALYSIS:
             dest.provenance = record
+        if outcome is JobState.FAILED and retry is not None:
+            retry(session, job, gear)
         return job
 
 
@@ -125,18 +151,23 @@ def _fail_finalize(cat: Catalog, job_id: int, message: str, log: BlobInfo | None
         return job
 
 
-def _apply_outputs(
-    session: Session, job: Job, dest: Container, outputs: Mapping[str, BlobInfo], job_dir: Path
+def apply_results(
+    session: Session,
+    job: Job,
+    dest: Container,
+    outputs: Mapping[str, BlobInfo],
+    metadata_doc: object | None,
 ) -> list[dict[str, Any]]:
-    """Add output files and apply ``.metadata.json`` as the job's user would."""
+    """Add output files and apply a ``.metadata.json`` document as the job's user would."""
     actor = actor_for(session, job.created_by)
     require(session, actor, dest, RoleName.READ_WRITE)
     chain = [*ancestors(session, dest), dest]
     levels = {c.level: str(c.id) for c in chain[:-1] if c.level != Level.GROUP}
     inputs = [input_file(r, Path(r["file_name"])) for r in job.inputs.values()]
-    output_dir = job_dir / "v0" / "output"
-    scope = scope_for(Destination(dest.level, str(dest.id)), levels, output_dir, inputs)
-    changes = load_metadata(output_dir, scope)
+    scope = scope_for(
+        Destination(dest.level, str(dest.id)), levels, None, inputs, output_names=outputs
+    )
+    changes = parse_metadata(metadata_doc, scope) if metadata_doc is not None else ChangeSet()
     updates = {
         u.name: u
         for u in (changes.for_level(dest.level) or ContainerUpdate(dest.level, str(dest.id))).files
@@ -189,12 +220,17 @@ def _apply_changes(
             container.info = _merge(container.info, {**extra, **dict(update.info or {})})
         if update.tags is not None:
             container.tags = list(dict.fromkeys([*container.tags, *update.tags]))
+        changed = []
         for fu in update.files:
             if fu.is_output:
                 continue
             row = current_file(session, container.id, fu.name)
             if row is not None:
                 _apply_file_update(row, fu)
+                changed.append(row)
+        if changed:
+            session.flush()
+            enqueue_rule_matches(session, changed, "file-metadata-changed")
 
 
 def _apply_file_update(row: File, fu: FileUpdate) -> None:

@@ -46,6 +46,9 @@ class JobRequest:
     runtime: str | None = None
     priority: str = "medium"
     options: dict[str, Any] = field(default_factory=dict)
+    rule_id: int | None = None
+    trigger_file_id: int | None = None
+    batch_id: int | None = None
 
 
 def gear_category(manifest: Manifest) -> str:
@@ -150,44 +153,52 @@ def validate_request(cat: Catalog, request: JobRequest) -> None:
 def create_job(cat: Catalog, request: JobRequest) -> Job:
     """Validate ``request`` and create a pending job; raises with every problem at once."""
     with cat.db.session() as session:
-        prep = _prepare(session, cat, request)
-        gear, manifest, records, resolved, target = (
-            prep.gear,
-            prep.manifest,
-            prep.records,
-            prep.config,
-            prep.target,
-        )
-        if gear_category(manifest) in ANALYSIS_CATEGORIES:
-            label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
-            target = new_container(session, target, label, Level.ANALYSIS)
-        job = Job(
-            gear_id=gear.id,
-            state=JobState.PENDING.value,
-            priority=PRIORITIES[request.priority],
-            created_by=cat.actor.username,
-            config=resolved,
-            inputs=records,
-            destination_id=target.id,
-            backend=request.backend,
-            runtime=request.runtime,
-            options=dict(request.options),
-        )
-        session.add(job)
-        session.flush()
-        if target.level == Level.ANALYSIS:
-            target.job_id = job.id
-        record_created(session, job, gear=f"{gear.name}:{gear.version}")
-        audit.record(
-            session,
-            cat.actor,
-            "job.create",
-            "job",
-            job.id,
-            container_path(session, target),
-            gear=f"{gear.name}:{gear.version}",
-        )
-        return job
+        return create_job_in(session, cat, request)
+
+
+def create_job_in(session: Session, cat: Catalog, request: JobRequest) -> Job:
+    """:func:`create_job` inside the caller's transaction (``cat`` gives the acting user)."""
+    prep = _prepare(session, cat, request)
+    gear, manifest, records, resolved, target = (
+        prep.gear,
+        prep.manifest,
+        prep.records,
+        prep.config,
+        prep.target,
+    )
+    if gear_category(manifest) in ANALYSIS_CATEGORIES:
+        label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
+        target = new_container(session, target, label, Level.ANALYSIS)
+    job = Job(
+        gear_id=gear.id,
+        state=JobState.PENDING.value,
+        priority=PRIORITIES[request.priority],
+        created_by=cat.actor.username,
+        config=resolved,
+        inputs=records,
+        destination_id=target.id,
+        backend=request.backend,
+        runtime=request.runtime,
+        options=dict(request.options),
+        rule_id=request.rule_id,
+        trigger_file_id=request.trigger_file_id,
+        batch_id=request.batch_id,
+    )
+    session.add(job)
+    session.flush()
+    if target.level == Level.ANALYSIS:
+        target.job_id = job.id
+    record_created(session, job, gear=f"{gear.name}:{gear.version}")
+    audit.record(
+        session,
+        cat.actor,
+        "job.create",
+        "job",
+        job.id,
+        container_path(session, target),
+        gear=f"{gear.name}:{gear.version}",
+    )
+    return job
 
 
 def _resolve_input(session: Session, path: str) -> Container | File:
@@ -310,6 +321,47 @@ def retry_job(cat: Catalog, job_id: int) -> Job:
         row.attempt = old.attempt + 1
         row.priority = old.priority
         return row
+
+
+def new_attempt(session: Session, job: Job, reason: str, **options: Any) -> Job:
+    """The next attempt of a failed ``job`` (same gear, inputs, config), in ``session``.
+
+    Analysis gears get a fresh analysis next to the old one; ``options`` are merged into the
+    job's options (e.g. ``memory_mb`` for an out-of-memory retry).
+    """
+    dest = get_container(session, job.destination_id) if job.destination_id else None
+    if dest is not None and dest.level == Level.ANALYSIS:
+        assert dest.parent_id is not None
+        parent = get_container(session, dest.parent_id)
+        dest = new_container(
+            session, parent, f"{dest.label} (attempt {job.attempt + 1})"[:255], Level.ANALYSIS
+        )
+    row = Job(
+        gear_id=job.gear_id,
+        state=JobState.PENDING.value,
+        priority=job.priority,
+        created_by=job.created_by,
+        config=job.config,
+        inputs=job.inputs,
+        destination_id=dest.id if dest is not None else None,
+        backend=job.backend,
+        runtime=job.runtime,
+        options={
+            k: v
+            for k, v in {**job.options, **options}.items()
+            if k not in ("cancel_sent", "resources")
+        },
+        attempt=job.attempt + 1,
+        previous_job_id=job.id,
+        batch_id=job.batch_id,
+        rule_id=None,
+    )
+    session.add(row)
+    session.flush()
+    if dest is not None and dest.level == Level.ANALYSIS:
+        dest.job_id = row.id
+    record_created(session, row, retry_of=job.id, reason=reason)
+    return row
 
 
 def timestamps(job: Job) -> dict[str, datetime]:

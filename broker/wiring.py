@@ -12,6 +12,7 @@ from typing import Any
 from backends.base import Backend
 from broker.config import Settings
 from broker.dispatch import Dispatcher
+from broker.retry import RetrySettings
 from broker.runtimes import detect_runtime, make_runtime
 from broker.runtimes.base import ContainerRuntime
 from broker.transport import LocalTransport
@@ -72,4 +73,13 @@ def make_dispatcher(
         settings.work_dir,
         backend_names=backends or BACKENDS,
         poll_interval=settings.poll_interval,
+        max_in_flight=settings.max_concurrent * 4 if settings.max_concurrent else 0,
+        max_per_user=int(settings.get("broker.max_per_user")),
+        max_per_project=int(settings.get("broker.max_per_project")),
+        retry=RetrySettings(
+            max_retries=int(settings.get("broker.max_retries")),
+            backoff_seconds=float(settings.get("broker.retry_backoff")),
+            oom_memory_factor=float(settings.get("broker.oom_memory_factor")),
+            oom_memory_cap_mb=int(settings.get("broker.oom_memory_cap_mb")),
+        ),
     )

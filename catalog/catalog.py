@@ -22,6 +22,7 @@ from catalog.db import Database, check_schema, upgrade
 from catalog.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from catalog.models import Container, File, Level, Role, RoleName
 from catalog.paths import format_path, parse_path
+from catalog.rules import enqueue_rule_matches
 from catalog.transfer import UploadResult
 from catalog.tree import (
     container_path,
@@ -238,6 +239,9 @@ class Catalog:
             obj = resolve(session, path)
             self._require_obj(session, obj, RoleName.READ_WRITE)
             obj.info = change(obj.info)
+            if isinstance(obj, File):
+                session.flush()
+                enqueue_rule_matches(session, [obj], "file-metadata-changed")
             audit.record(session, self.actor, action, _kind(obj), obj.id, path, keys=keys)
             return obj.info
 
@@ -258,6 +262,9 @@ class Catalog:
             obj = resolve(session, path)
             self._require_obj(session, obj, RoleName.READ_WRITE)
             obj.tags = list(dict.fromkeys(change(list(obj.tags))))
+            if isinstance(obj, File):
+                session.flush()
+                enqueue_rule_matches(session, [obj], "file-metadata-changed")
             audit.record(session, self.actor, action, _kind(obj), obj.id, path, tags=tags)
             return obj.tags
 

@@ -357,6 +357,25 @@ class Rule(Base):
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 
 
+class RuleTrigger(Base):
+    """A queued rule match: ``file_id`` (one file version) matched ``rule_id``.
+
+    Written in the same transaction as the file change that caused it (a transactional
+    outbox), consumed by the dispatcher, which turns it into a job.  Unique per rule and file
+    version, so a rule fires at most once per version however often the file changes.
+    """
+
+    __tablename__ = "rule_triggers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"))
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))
+    created: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("rule_id", "file_id"),)
+
+
 class Job(_Timestamps, Base):
     """One gear run (one attempt); retries are new jobs linked by ``previous_job_id``."""
 
@@ -391,6 +410,7 @@ class Job(_Timestamps, Base):
     log_sha256: Mapped[str | None] = mapped_column(String(64))
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    not_before: Mapped[datetime | None] = mapped_column()
     started: Mapped[datetime | None] = mapped_column()
     finished: Mapped[datetime | None] = mapped_column()
 
@@ -452,3 +472,58 @@ class IngestRun(_Timestamps, Base):
     options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     stats: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_by: Mapped[str] = mapped_column(String(255))
+
+
+class IngestShard(Base):
+    """One shard of an ingest's listing: the objects a worker scans or stores together.
+
+    ``objects`` holds the shard's ``[key, size, etag]`` triples, so a resumed ingest
+    redispatches exactly the shards that were not committed (``state`` pending).
+    """
+
+    __tablename__ = "ingest_shards"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    objects: Mapped[list[Any]] = mapped_column(default=list)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "seq"),
+        Index("ix_ingest_shards_run_state", "run_id", "state"),
+    )
+
+
+class IngestItem(Base):
+    """What one ingest learned and did about one source object.
+
+    ``status``: scanned (header read, waiting to be stored), stored, unchanged, skipped,
+    duplicate or error.  ``group_key`` gathers the objects stored together (one series);
+    ``detail`` holds target labels, header fields, hazards, de-id changes or the error.
+    """
+
+    __tablename__ = "ingest_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("ingest_runs.id", ondelete="CASCADE"))
+    shard: Mapped[int] = mapped_column(Integer)
+    key: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    etag: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    group_key: Mapped[str | None] = mapped_column(String(255))
+    position: Mapped[int | None] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(String(255))
+    session: Mapped[str | None] = mapped_column(String(255))
+    acquisition: Mapped[str | None] = mapped_column(String(255))
+    name: Mapped[str | None] = mapped_column(String(1024))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (
+        Index("ix_ingest_items_run_status_group", "run_id", "status", "group_key"),
+        Index("ix_ingest_items_key", "key"),
+    )

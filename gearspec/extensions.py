@@ -6,6 +6,7 @@ Living under ``custom`` keeps a manifest valid for Flywheel.  Shape::
         "resources": {"cpus": 2, "memory": "8G", "gpus": 0, "walltime": "02:00:00",
                       "disk": "20G"},
         "exit-codes": {"transient": [75], "permanent": [1], "bad-input": [2]},
+        "retry": {"max-retries": 2, "backoff": "30s"},
         "runtime": "podman",
         "image-digest": "sha256:<64 hex>"}}
 
@@ -111,6 +112,14 @@ class ExitCodeClasses:
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How often a transient failure is retried, and the first wait (doubling after that)."""
+
+    max_retries: int | None = None
+    backoff_seconds: int = 0
+
+
+@dataclass(frozen=True)
 class GearbrokerExtension:
     """The parsed ``custom.gearbroker`` block (all defaults when it is absent)."""
 
@@ -118,6 +127,7 @@ class GearbrokerExtension:
     exit_codes: ExitCodeClasses = field(default_factory=ExitCodeClasses)
     runtime: str | None = None
     image_digest: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 def parse_extension(custom: Mapping[str, Any]) -> GearbrokerExtension:
@@ -137,7 +147,13 @@ def parse_extension(custom: Mapping[str, Any]) -> GearbrokerExtension:
         permanent=frozenset(codes.get("permanent", ())),
         bad_input=frozenset(codes.get("bad-input", ())),
     )
+    retry_block = block.get("retry") or {}
+    retry = RetryPolicy(
+        max_retries=int(retry_block["max-retries"]) if "max-retries" in retry_block else None,
+        backoff_seconds=parse_walltime(retry_block["backoff"]) if "backoff" in retry_block else 0,
+    )
     return GearbrokerExtension(
+        retry=retry,
         resources=resources,
         exit_codes=exit_codes,
         runtime=block.get("runtime"),

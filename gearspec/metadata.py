@@ -18,7 +18,7 @@ is the catalog's job.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -151,21 +151,29 @@ class ChangeSet:
 def scope_for(
     destination: Destination,
     ancestors: Mapping[str, str],
-    output_dir: Path,
+    output_dir: Path | None,
     inputs: Sequence[InputFile] = (),
+    output_names: Iterable[str] | None = None,
 ) -> JobScope:
     """The scope of a finished job: ``destination`` plus ``ancestors`` (level -> id), the
-    files in ``output_dir`` and the input files, by the level of their hierarchy."""
+    files in ``output_dir`` (or the given ``output_names``) and the input files, by the level
+    of their hierarchy."""
     containers = {**ancestors, destination.type: destination.id}
     by_level: dict[str, set[str]] = {}
     for item in inputs:
         hierarchy = item.hierarchy
         if hierarchy is not None and containers.get(hierarchy.type) == hierarchy.id:
             by_level.setdefault(hierarchy.type, set()).add(item.staged_name)
+    if output_names is not None:
+        outputs = frozenset(output_names)
+    elif output_dir is not None:
+        outputs = output_file_names(output_dir)
+    else:
+        outputs = frozenset()
     return JobScope(
         containers=containers,
         destination_level=destination.type,
-        output_files=output_file_names(output_dir),
+        output_files=outputs,
         input_files={level: frozenset(names) for level, names in by_level.items()},
     )
 
@@ -181,14 +189,22 @@ def output_file_names(output_dir: Path) -> frozenset[str]:
 
 def load_metadata(output_dir: Path, scope: JobScope) -> ChangeSet:
     """Read ``output_dir/.metadata.json`` (absent: empty change set) and check it."""
+    doc = read_metadata_doc(output_dir)
+    if doc is None:
+        return ChangeSet()
+    return parse_metadata(doc, scope, source=str(Path(output_dir) / METADATA_FILE))
+
+
+def read_metadata_doc(output_dir: Path) -> object | None:
+    """The raw ``.metadata.json`` document, or None when the gear wrote none."""
     path = Path(output_dir) / METADATA_FILE
     if not path.exists():
-        return ChangeSet()
+        return None
     try:
-        doc = json.loads(path.read_text("utf-8"))
+        doc: object = json.loads(path.read_text("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MetadataError([Issue("$", f"cannot read JSON: {exc}")], source=str(path)) from exc
-    return parse_metadata(doc, scope, source=str(path))
+    return doc
 
 
 def parse_metadata(doc: object, scope: JobScope, source: str | None = None) -> ChangeSet:
