@@ -54,6 +54,9 @@ class Backend(ABC):
     name: ClassVar[str]
     #: Runtime names this backend can drive; None means any.
     runtimes: ClassVar[frozenset[str] | None] = None
+    #: The runtime a site configured for this backend (used when neither the job nor the
+    #: gear names one); None: the broker's ``broker.runtime`` setting.
+    default_runtime: str | None = None
 
     @abstractmethod
     def submit(self, task: TaskSpec, runtime: ContainerRuntime) -> str:

@@ -44,15 +44,15 @@ def claim_jobs(
 ) -> list[int]:
     """Move the next pending jobs to ``queued`` for ``dispatcher``; returns their ids."""
     active = session.execute(
-        select(Job.created_by, _project_of())
+        select(Job.created_by, _project_of(), Job.backend)
         .join(Container, Container.id == Job.destination_id, isouter=True)
         .where(Job.state.in_(ACTIVE))
     ).all()
-    room = limits.in_flight - len(active)
+    room = limits.in_flight - sum(1 for *_, backend in active if backend in backends)
     if room <= 0:
         return []
-    per_user = Counter(user for user, _ in active)
-    per_project = Counter(project for _, project in active)
+    per_user = Counter(user for user, _, _ in active)
+    per_project = Counter(project for _, project, _ in active)
     turn = func.row_number().over(partition_by=(Job.priority, Job.created_by), order_by=Job.id)
     now = utcnow()
     stmt = (

@@ -212,6 +212,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backends.local.workers", INT, help="Number of local Dask workers."),
     Setting("ingest.workers", INT, help="Parallel ingest workers."),
     Setting("ingest.shard_files", INT, 200, help="Files per ingest shard."),
+    Setting("ingest.shard_bytes", INT, 256 * 1024 * 1024, help="Max bytes per ingest shard."),
+    Setting("ingest.cluster", STR, "local", help="Ingest cluster: local, threads, slurm, tcp://..."),
 )  # fmt: skip
 
 OPEN_SECTIONS: tuple[str, ...] = (

@@ -44,6 +44,9 @@ from gearspec.manifest import load_manifest
 
 log = logging.getLogger(__name__)
 
+#: Jobs a scheduler backend may hold at once (it queues and throttles them itself).
+REMOTE_IN_FLIGHT = 5000
+
 BackendFactory = Callable[[str], Backend]
 RuntimeFactory = Callable[[str | None, str | None], ContainerRuntime]
 
@@ -76,9 +79,13 @@ class Dispatcher:
         self.work_dir = work_dir
         self.backend_names = tuple(backend_names)
         self.poll_interval = poll_interval
-        self.limits = ClaimLimits(
-            max_in_flight or (os.cpu_count() or 1) * 4, max_per_user, max_per_project
-        )
+        local = max_in_flight or (os.cpu_count() or 1) * 4
+        self.limits = {
+            name: ClaimLimits(
+                local if name == "local" else REMOTE_IN_FLIGHT, max_per_user, max_per_project
+            )
+            for name in self.backend_names
+        }
         self.retry = retry or RetrySettings()
         self.rules = RuleEngine(cat)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -165,8 +172,13 @@ class Dispatcher:
     # -- claim and start -------------------------------------------------------------
 
     def _claim(self, only: Collection[int] | None) -> list[int]:
-        with self.cat.db.session() as session:
-            return claim_jobs(session, self.name, self.backend_names, self.limits, only)
+        """Claim per backend: the local one runs as many as the machine allows; a scheduler
+        (Slurm, Kubernetes) queues and throttles on its side, so far more may be in flight."""
+        claimed: list[int] = []
+        for name, limits in self.limits.items():
+            with self.cat.db.session() as session:
+                claimed += claim_jobs(session, self.name, (name,), limits, only)
+        return claimed
 
     def _start_all(self, job_ids: list[int]) -> None:
         """Prepare every claimed job, then submit them grouped by backend, runtime and gear
@@ -218,7 +230,8 @@ class Dispatcher:
         manifest = load_manifest(gear.manifest)
         image = gear.image or manifest.image or ""
         try:
-            runtime = self._runtime_factory(job.runtime, manifest.preferred_runtime)
+            preferred = manifest.preferred_runtime or self.backend(job.backend).default_runtime
+            runtime = self._runtime_factory(job.runtime, preferred)
             digest, version = self._image_facts(runtime, image)
         except (GearbrokerError, OSError) as exc:
             self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))

@@ -41,8 +41,9 @@ def render_request(cat: Catalog, settings: Settings, request: JobRequest) -> str
 def _render(settings: Settings, job: Job) -> str:
     manifest = load_manifest(job.gear.manifest)
     task = task_for(job, job.gear, manifest, job_dir(settings.work_dir, job))
-    runtime = runtime_factory(settings)(job.runtime, manifest.preferred_runtime)
     backend = backend_factory(settings)(job.backend)
+    preferred = manifest.preferred_runtime or backend.default_runtime
+    runtime = runtime_factory(settings)(job.runtime, preferred)
     try:
         return backend.render(task, runtime)
     finally:

@@ -77,19 +77,27 @@ class RuleEngine:
         return created
 
     def _fire_one(self, trigger_id: int) -> int:
+        with self.cat.db.session(readonly=True) as session:
+            trigger = session.get(RuleTrigger, trigger_id)
+            rule = session.get(Rule, trigger.rule_id) if trigger is not None else None
+        if trigger is None:
+            return 0  # another dispatcher took it
+        request = None
+        owner = self.cat
+        if rule is not None and rule.enabled:  # prepared outside the write transaction
+            owner = self.owner(rule.created_by or "")
+            request = rule_request(owner, rule, trigger.file_id)
         with self.cat.db.session() as session:
             stmt = select(RuleTrigger).where(RuleTrigger.id == trigger_id)
             if self.cat.db.dialect == "postgresql":
                 stmt = stmt.with_for_update(skip_locked=True)
-            trigger = session.scalars(stmt).one_or_none()
-            if trigger is None:
-                return 0  # another dispatcher has it
-            rule = session.get(Rule, trigger.rule_id)
-            session.delete(trigger)
-            if rule is None or not rule.enabled:
+            row = session.scalars(stmt).one_or_none()
+            if row is None:
                 return 0
-            owner = self.owner(rule.created_by or "")
-            create_job_in(session, owner, rule_request(owner, rule, trigger.file_id))
+            session.delete(row)
+            if request is None:
+                return 0
+            create_job_in(session, owner, request)
             return 1
 
     def _drop(self, trigger_id: int, error: Exception) -> None:

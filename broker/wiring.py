@@ -27,8 +27,11 @@ def runtime_options(settings: Settings, name: str) -> dict[str, Any]:
     return dict(settings.section(f"runtimes.{name}"))
 
 
-def runtime_factory(settings: Settings) -> Callable[[str | None, str | None], ContainerRuntime]:
-    """``make(requested, preferred)``: the job's runtime, else the gear's, else the config's."""
+def runtime_factory(
+    settings: Settings,
+) -> Callable[[str | None, str | None], ContainerRuntime]:
+    """``make(requested, preferred)``: the job's runtime, else the gear's (or the backend's
+    site default, passed as ``preferred`` by the dispatcher), else ``broker.runtime``."""
 
     def make(requested: str | None, preferred: str | None) -> ContainerRuntime:
         name = requested or preferred or settings.runtime
@@ -56,6 +59,11 @@ def backend_factory(settings: Settings) -> Callable[[str], Backend]:
                 max_concurrent=settings.max_concurrent or None,
                 runtime_options={n: runtime_options(settings, n) for n in RUNTIME_NAMES},
             )
+        if name == "slurm":
+            from backends.slurm.backend import SlurmBackend
+            from backends.slurm.config import SlurmSiteConfig
+
+            return SlurmBackend(SlurmSiteConfig.from_mapping(settings.section("backends.slurm")))
         raise InvalidInputError(f"unknown or unavailable backend {name!r}: {', '.join(BACKENDS)}")
 
     return make

@@ -23,6 +23,7 @@ from catalog.blobstore import BlobInfo
 from catalog.errors import ConflictError, InvalidInputError, NotFoundError, PathError
 from catalog.models import ANCESTOR_COLUMNS, HIERARCHY, Container, File, Level, RoleName
 from catalog.paths import escape_label, format_path, parse_path, validate_file_name
+from catalog.rules import enqueue_rule_matches
 from catalog.tree import ancestors, current_file, resolve
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ def add_file_version(
     )
     session.add(row)
     session.flush()
+    enqueue_rule_matches(session, [row], "file-added")
     audit.record(
         session,
         actor,

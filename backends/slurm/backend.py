@@ -59,6 +59,7 @@ class SlurmBackend(Backend):
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.site = site
+        self.default_runtime = site.runtime
         self.transport = transport if transport is not None else make_transport(site)
         self._clock = clock
         self._sleep = sleep

@@ -80,8 +80,15 @@ def resource_directives(resources: Resources, site: SlurmSiteConfig) -> list[str
 
 
 def site_directives(site: SlurmSiteConfig) -> list[str]:
-    """Partition, account, QoS and the site's extra flags (validated by the config)."""
+    """Partition, account, QoS and the site's extra flags (validated by the config).
+
+    ``--export=NONE`` unless the site sets ``--export`` itself: the broker's environment
+    (database URLs, cloud credentials) must not leak into batch jobs; sbatch then starts the
+    job with the user's login environment (``--get-user-env`` is implied).
+    """
     options = []
+    if not any(flag.startswith("--export") for flag in site.sbatch_flags):
+        options.append("--export=NONE")
     if site.partition:
         options.append(f"--partition={site.partition}")
     if site.account:

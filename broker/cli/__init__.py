@@ -12,11 +12,14 @@ from collections.abc import Sequence
 import click
 
 from broker.cli import gear_registry_commands  # noqa: F401 - registers gear install/list/...
+from broker.cli.automation_commands import register as register_automation
 from broker.cli.catalog_commands import register as register_catalog
 from broker.cli.context import CliState
 from broker.cli.demo import demo
 from broker.cli.gear_commands import gear
+from broker.cli.ingest_commands import ingest
 from broker.cli.job_commands import register as register_jobs
+from broker.cli.site_commands import register as register_site
 from catalog.errors import (
     ConfigError,
     ConflictError,
@@ -69,8 +72,11 @@ def cli(
 
 register_catalog(cli)
 register_jobs(cli)
+register_automation(cli)
+register_site(cli)
 cli.add_command(gear)
 cli.add_command(demo)
+cli.add_command(ingest)
 
 
 def exit_code_for(error: GearbrokerError) -> int:

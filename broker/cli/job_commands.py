@@ -69,6 +69,13 @@ def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
     help="Run until the job ends (embedded default: an in-process dispatcher).",
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print what would be submitted.")
+@click.option("--no-cache", is_flag=True, help="Run even if an identical result exists.")
+@click.option(
+    "--max-retries",
+    type=click.IntRange(0, 20),
+    default=None,
+    help="Retries of transient failures (default: the gear's, then the config's).",
+)
 def run(
     gear_ref: str,
     inputs: tuple[str, ...],
@@ -79,6 +86,8 @@ def run(
     priority: str,
     wait: bool,
     dry_run: bool,
+    no_cache: bool,
+    max_retries: int | None,
 ) -> None:
     """Run a gear on catalog files; prints the new job's id."""
     st = state()
@@ -92,6 +101,10 @@ def run(
         backend=backend or st.settings.backend,
         runtime=runtime,
         priority=priority,
+        options={
+            **({"no_cache": True} if no_cache else {}),
+            **({"max_retries": max_retries} if max_retries is not None else {}),
+        },
     )
     if dry_run:
         click.echo(render_request(cat, st.settings, request))

@@ -67,7 +67,9 @@ def runtime(bwrap_rootfs: Path) -> ContainerRuntime:
 
 
 def read_log(task_dir: str) -> str:
-    return (Path(task_dir) / "logs" / "output.log").read_text()
+    """The task's log so far ("" before slurmstepd has created it)."""
+    path = Path(task_dir) / "logs" / "output.log"
+    return path.read_text() if path.exists() else ""
 
 
 def test_single_job_runs_end_to_end(

@@ -4,6 +4,7 @@
 #SBATCH --chdir=/scratch/gb
 #SBATCH --output=/scratch/gb/.slurm/%x-%A_%a.out
 #SBATCH --open-mode=append
+#SBATCH --export=NONE
 #SBATCH --cpus-per-task=1
 #SBATCH --mem=512M
 #SBATCH --time=00:00:59

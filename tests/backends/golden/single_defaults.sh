@@ -3,6 +3,7 @@
 #SBATCH --chdir=/scratch/gb/jobs/job-10
 #SBATCH --output=/scratch/gb/jobs/job-10/logs/output.log
 #SBATCH --open-mode=append
+#SBATCH --export=NONE
 #SBATCH --cpus-per-task=1
 # gearbroker: 1 task(s) of image localhost/gearbroker/busybox:1
 set -u

@@ -3,6 +3,7 @@
 #SBATCH --chdir=/scratch/gb/jobs/job-10
 #SBATCH --output=/scratch/gb/jobs/job-10/logs/output.log
 #SBATCH --open-mode=append
+#SBATCH --export=NONE
 #SBATCH --partition=gpu,gpu-long
 #SBATCH --account=neuro-lab
 #SBATCH --qos=normal

@@ -3,6 +3,7 @@
 #SBATCH --chdir=/scratch/gb/jobs/job-10
 #SBATCH --output=/scratch/gb/jobs/job-10/logs/output.log
 #SBATCH --open-mode=append
+#SBATCH --export=NONE
 #SBATCH --partition=short
 #SBATCH --cpus-per-task=4
 #SBATCH --mem-per-cpu=2500M
