@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 
 from broker.finalize import apply_results, provenance_record
-from broker.states import Reason, transition
+from broker.states import Reason, lock_job, transition
 from catalog.blobstore import BlobInfo
 from catalog.catalog import Catalog
 from catalog.models import Gear, Job, JobState
@@ -60,7 +60,7 @@ def complete_from_cache(cat: Catalog, job_id: int, source: Job) -> Job:
     prov: dict[str, Any] = source.provenance or {}
     outputs = {o["name"]: BlobInfo(o["sha256"], o["size"]) for o in prov.get("outputs", [])}
     with cat.db.session() as session:
-        job = session.get(Job, job_id)
+        job = lock_job(session, job_id)
         assert job is not None and job.destination_id is not None
         gear = session.get(Gear, job.gear_id)
         assert gear is not None

@@ -33,7 +33,7 @@ from broker.retry import RetrySettings, retry_if_due
 from broker.rule_engine import RuleEngine
 from broker.runtimes.base import ContainerRuntime
 from broker.staging import job_dir, stage_job
-from broker.states import Reason, transition
+from broker.states import Reason, lock_job, transition
 from broker.task import TaskSpec
 from broker.transport import LocalTransport
 from catalog.catalog import Catalog
@@ -201,7 +201,7 @@ class Dispatcher:
                 continue
             with self.cat.db.session() as session:
                 for (job_id, _task, _rt), external_id in zip(items, ids, strict=True):
-                    row = session.get(Job, job_id)
+                    row = lock_job(session, job_id)
                     assert row is not None
                     row.external_id = external_id
 
@@ -252,7 +252,7 @@ class Dispatcher:
             self._end_early(job_id, JobState.CANCELLED, Reason.CANCELLED, "cancelled before start")
             return None
         with self.cat.db.session() as session:
-            row = session.get(Job, job_id)
+            row = lock_job(session, job_id)
             assert row is not None
             row.runtime = runtime.name
             row.runtime_version = version
@@ -264,7 +264,7 @@ class Dispatcher:
     def _end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
         log.warning("job %s: %s: %s", job_id, reason.value, message)
         with self.cat.db.session() as session:
-            row = session.get(Job, job_id)
+            row = lock_job(session, job_id)
             assert row is not None
             if JobState(row.state).terminal:
                 return
@@ -293,7 +293,7 @@ class Dispatcher:
             assert job.external_id is not None
             self.backend(job.backend).cancel([job.external_id])
             with self.cat.db.session() as session:
-                row = session.get(Job, job.id)
+                row = lock_job(session, job.id)
                 assert row is not None
                 row.options = {**row.options, "cancel_sent": True}
         return bool(jobs)
@@ -322,7 +322,7 @@ class Dispatcher:
     def _apply_status(self, job: Job, status: TaskStatus) -> bool:
         if status.state is BackendState.RUNNING and job.state == JobState.QUEUED:
             with self.cat.db.session() as session:
-                row = session.get(Job, job.id)
+                row = lock_job(session, job.id)
                 assert row is not None
                 if row.state == JobState.QUEUED:
                     transition(session, row, JobState.RUNNING, external_id=row.external_id)
@@ -351,7 +351,7 @@ class Dispatcher:
         key = f"gb-job-{job.id}-{job.attempt}"
         found = self.backend(job.backend).find(str(folder), key)
         with self.cat.db.session() as session:
-            row = session.get(Job, job.id)
+            row = lock_job(session, job.id)
             assert row is not None
             if found is not None:
                 row.external_id = found

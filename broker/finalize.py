@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from backends.base import BackendState, TaskStatus
 from broker.jobs import input_file, timestamps
-from broker.states import BACKEND_OUTCOME, Reason, transition
+from broker.states import BACKEND_OUTCOME, Reason, lock_job, transition
 from catalog.access import Actor, actor_for, require
 from catalog.blobstore import BlobInfo
 from catalog.catalog import Catalog
@@ -105,7 +105,7 @@ def _record_end(
     retry: RetryHook | None,
 ) -> Job:
     with cat.db.session() as session:
-        job = session.get(Job, job_id)
+        job = lock_job(session, job_id)
         assert job is not None
         if JobState(job.state).terminal:
             return job
@@ -141,7 +141,7 @@ def _record_end(
 
 def _fail_finalize(cat: Catalog, job_id: int, message: str, log: BlobInfo | None) -> Job:
     with cat.db.session() as session:
-        job = session.get(Job, job_id)
+        job = lock_job(session, job_id)
         assert job is not None
         if JobState(job.state).terminal:
             return job

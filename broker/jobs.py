@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.states import PRIORITIES, Reason, record_created, transition
+from broker.states import PRIORITIES, Reason, lock_job, record_created, transition
 from catalog import audit
 from catalog.access import require
 from catalog.catalog import Catalog
@@ -274,7 +274,7 @@ def cancel_job(cat: Catalog, job_id: int) -> Job:
     """Cancel at once when pending; otherwise ask the dispatcher to stop the container."""
     job = get_job(cat, job_id)
     with cat.db.session() as session:
-        row = session.get(Job, job.id)
+        row = lock_job(session, job.id)
         assert row is not None
         state = JobState(row.state)
         if state.terminal:
@@ -315,7 +315,7 @@ def retry_job(cat: Catalog, job_id: int) -> Job:
     )
     new = create_job(cat, request)
     with cat.db.session() as session:
-        row = session.get(Job, new.id)
+        row = lock_job(session, new.id)
         assert row is not None
         row.previous_job_id = old.id
         row.attempt = old.attempt + 1

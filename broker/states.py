@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from backends.base import BackendState
-from catalog.errors import ConflictError
+from catalog.errors import ConflictError, NotFoundError
 from catalog.models import Job, JobEvent, JobState, utcnow
 
 
@@ -60,6 +60,15 @@ BACKEND_OUTCOME: dict[BackendState, tuple[JobState, Reason | None]] = {
     BackendState.NODE_FAIL: (JobState.FAILED, Reason.NODE_FAILURE),
     BackendState.MISSING: (JobState.FAILED, Reason.LOST),
 }
+
+
+def lock_job(session: Session, job_id: int) -> Job:
+    """The job row, locked for this transaction (``FOR UPDATE`` on PostgreSQL; SQLite write
+    transactions are exclusive already), so a state change never overwrites another's."""
+    job = session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None:
+        raise NotFoundError(f"no job {job_id}")
+    return job
 
 
 def transition(

@@ -14,12 +14,12 @@ from broker.cli.context import state
 from broker.cli.job_commands import jobs
 from broker.jobs import coerce_config, get_job
 from broker.rules_admin import RuleSpec
-from broker.states import PRIORITIES, PRIORITY_NAMES
+from broker.states import PRIORITIES, PRIORITY_NAMES, lock_job
 from broker.wiring import BACKENDS
 from catalog import audit
 from catalog.errors import ConflictError, InvalidInputError
 from catalog.gears import get_gear
-from catalog.models import Job, JobState
+from catalog.models import JobState
 from gearspec.manifest import load_manifest
 
 
@@ -314,7 +314,7 @@ def jobs_priority(job_id: int, level: str) -> None:
     cat = state().catalog
     job = get_job(cat, job_id)
     with cat.db.session() as session:
-        row = session.get(Job, job.id)
+        row = lock_job(session, job.id)
         assert row is not None
         if row.state != JobState.PENDING:
             raise ConflictError(f"job {job_id} is {row.state}; only pending jobs change priority")
