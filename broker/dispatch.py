@@ -32,6 +32,7 @@ from broker.finalize import finalize_job
 from broker.retry import RetrySettings, retry_if_due
 from broker.rule_engine import RuleEngine
 from broker.runtimes.base import ContainerRuntime
+from broker.runtimes.native import NativeRuntime
 from broker.staging import job_dir, stage_job
 from broker.states import Reason, lock_job, transition
 from broker.task import TaskSpec
@@ -93,6 +94,8 @@ class Dispatcher:
         self._backends: dict[str, Backend] = {}
         self._lock_file: IO[str] | None = None
         self._last_poll = 0.0
+        #: Set by backends that announce task changes (``notify_changes``): poll at once.
+        self._changed = threading.Event()
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -127,7 +130,11 @@ class Dispatcher:
 
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
-            self._backends[name] = self._backend_factory(name)
+            backend = self._backend_factory(name)
+            notify = getattr(backend, "notify_changes", None)
+            if callable(notify):
+                notify(self._changed.set)
+            self._backends[name] = backend
         return self._backends[name]
 
     def serve(
@@ -147,13 +154,18 @@ class Dispatcher:
                     return
                 if deadline is not None and time.monotonic() > deadline:
                     return
-                wait = 0.05 if busy else min(self.poll_interval, 0.5)
-                if stop is not None:
-                    stop.wait(wait)
-                else:
-                    time.sleep(wait)
+                self._pause(0.05 if busy else min(self.poll_interval, 0.5), stop)
         finally:
             self.close()
+
+    def _pause(self, seconds: float, stop: threading.Event | None) -> None:
+        """Sleep up to ``seconds``; a backend's change notice or ``stop`` ends it early."""
+        end = time.monotonic() + seconds
+        while not self._changed.is_set() and not (stop is not None and stop.is_set()):
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._changed.wait(min(left, 0.05))
 
     def step(self, only: Collection[int] | None = None) -> bool:
         """One pass: cancellations, new jobs, status poll.  True if anything happened."""
@@ -164,7 +176,9 @@ class Dispatcher:
         if claimed:
             self._start_all(claimed)
             busy = True
-        if time.monotonic() - self._last_poll >= self.poll_interval or busy:
+        changed = self._changed.is_set()
+        self._changed.clear()
+        if time.monotonic() - self._last_poll >= self.poll_interval or busy or changed:
             busy = self._poll(only) or busy
             self._last_poll = time.monotonic()
         return busy
@@ -230,8 +244,12 @@ class Dispatcher:
         manifest = load_manifest(gear.manifest)
         image = gear.image or manifest.image or ""
         try:
-            preferred = manifest.preferred_runtime or self.backend(job.backend).default_runtime
-            runtime = self._runtime_factory(job.runtime, preferred)
+            backend = self.backend(job.backend)
+            if backend.runtimes is not None and not backend.runtimes:
+                runtime: ContainerRuntime = NativeRuntime()  # e.g. Kubernetes runs images itself
+            else:
+                preferred = manifest.preferred_runtime or backend.default_runtime
+                runtime = self._runtime_factory(job.runtime, preferred)
             digest, version = self._image_facts(runtime, image)
         except (GearbrokerError, OSError) as exc:
             self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))

@@ -16,18 +16,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.gear_lookup import GearLookup
 from broker.states import PRIORITIES, Reason, lock_job, record_created, transition
 from catalog import audit
 from catalog.access import require
 from catalog.catalog import Catalog
 from catalog.errors import ConflictError, InvalidInputError, NotFoundError
-from catalog.gears import get_gear
 from catalog.models import Container, File, Gear, Job, JobState, Level, RoleName, utcnow
 from catalog.tree import container_path, file_path, get_container, new_container, resolve
 from gearspec.config_resolve import check_config
 from gearspec.errors import InvocationError, Issue
 from gearspec.inputs import Hierarchy, InputFile, check_inputs
-from gearspec.manifest import Manifest, load_manifest
+from gearspec.manifest import Manifest
 from gearspec.values import coerce_cli_value
 
 #: Gear categories whose outputs go into a new Analysis container (Flywheel's rule).
@@ -125,11 +125,12 @@ class _Prepared:
     target: Container
 
 
-def _prepare(session: Session, cat: Catalog, request: JobRequest) -> _Prepared:
+def _prepare(
+    session: Session, cat: Catalog, request: JobRequest, gears: GearLookup | None
+) -> _Prepared:
     if request.priority not in PRIORITIES:
         raise InvalidInputError(f"priority must be one of {', '.join(PRIORITIES)}")
-    gear = get_gear(cat, request.gear)
-    manifest = load_manifest(gear.manifest)
+    gear, manifest = (gears or GearLookup(cat))(request.gear)
     records = {}
     for name, path in request.inputs.items():
         obj = _resolve_input(session, path)
@@ -147,7 +148,7 @@ def _prepare(session: Session, cat: Catalog, request: JobRequest) -> _Prepared:
 def validate_request(cat: Catalog, request: JobRequest) -> None:
     """Every check ``create_job`` makes, without creating anything."""
     with cat.db.session(readonly=True) as session:
-        _prepare(session, cat, request)
+        _prepare(session, cat, request, None)
 
 
 def create_job(cat: Catalog, request: JobRequest) -> Job:
@@ -156,9 +157,12 @@ def create_job(cat: Catalog, request: JobRequest) -> Job:
         return create_job_in(session, cat, request)
 
 
-def create_job_in(session: Session, cat: Catalog, request: JobRequest) -> Job:
-    """:func:`create_job` inside the caller's transaction (``cat`` gives the acting user)."""
-    prep = _prepare(session, cat, request)
+def create_job_in(
+    session: Session, cat: Catalog, request: JobRequest, gears: GearLookup | None = None
+) -> Job:
+    """:func:`create_job` inside the caller's transaction (``cat`` gives the acting user);
+    ``gears`` reuses gear lookups across the jobs of one pass."""
+    prep = _prepare(session, cat, request, gears)
     gear, manifest, records, resolved, target = (
         prep.gear,
         prep.manifest,

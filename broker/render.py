@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from broker.config import Settings
 from broker.jobs import JobRequest, get_job
+from broker.runtimes.base import ContainerRuntime
+from broker.runtimes.native import NativeRuntime
 from broker.staging import job_dir, task_for
 from broker.wiring import backend_factory, runtime_factory
 from catalog.catalog import Catalog
@@ -42,8 +44,12 @@ def _render(settings: Settings, job: Job) -> str:
     manifest = load_manifest(job.gear.manifest)
     task = task_for(job, job.gear, manifest, job_dir(settings.work_dir, job))
     backend = backend_factory(settings)(job.backend)
-    preferred = manifest.preferred_runtime or backend.default_runtime
-    runtime = runtime_factory(settings)(job.runtime, preferred)
+    runtime: ContainerRuntime
+    if backend.runtimes is not None and not backend.runtimes:
+        runtime = NativeRuntime()
+    else:
+        preferred = manifest.preferred_runtime or backend.default_runtime
+        runtime = runtime_factory(settings)(job.runtime, preferred)
     try:
         return backend.render(task, runtime)
     finally:

@@ -64,6 +64,11 @@ def backend_factory(settings: Settings) -> Callable[[str], Backend]:
             from backends.slurm.config import SlurmSiteConfig
 
             return SlurmBackend(SlurmSiteConfig.from_mapping(settings.section("backends.slurm")))
+        if name == "kubernetes":
+            from backends.kubernetes import KubernetesBackend, KubernetesSiteConfig
+
+            section = settings.section("backends.kubernetes")
+            return KubernetesBackend(KubernetesSiteConfig.from_mapping(section))
         raise InvalidInputError(f"unknown or unavailable backend {name!r}: {', '.join(BACKENDS)}")
 
     return make

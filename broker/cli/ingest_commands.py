@@ -76,11 +76,13 @@ def dicom_command(ctx: click.Context, /, **params: Any) -> None:
 
 @ingest.command("folder")
 @_common
-@click.option("--template", required=True, help="e.g. '{subject}/{session}/{acquisition}/*'.")
+@click.option("--template", help="Required, e.g. '{subject}/{session}/{acquisition}/*'.")
 @click.pass_context
 def folder_command(ctx: click.Context, /, **params: Any) -> None:
     """Ingest the files of SRC into GROUP/PROJECT, with the hierarchy taken from paths."""
     params = _with_config(ctx, params)
+    if not params["template"]:
+        raise InvalidInputError("a folder ingest needs --template (or template: in -C)")
     _start(params, kind="folder", template=load_template(params["template"]).text)
 
 

@@ -59,6 +59,16 @@ def doctor_slurm(timeout: float) -> None:
         transport.close()
 
 
+@doctor.command("kubernetes")
+def doctor_kubernetes() -> None:
+    """Credentials, API server, namespace, permissions on Jobs/pods/logs, and the volume."""
+    from backends.kubernetes import KubernetesSiteConfig, check_site
+
+    section = state().settings.section("backends.kubernetes")
+    rows = check_site(KubernetesSiteConfig.from_mapping(section))
+    _report([(c.check, c.ok, c.message) for c in rows])
+
+
 @click.group()
 def cluster() -> None:
     """Dask clusters on a scheduler's allocations."""
