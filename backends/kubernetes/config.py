@@ -56,6 +56,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any
 
+from backends.siteconfig import convert, number
 from catalog.errors import ConfigError
 
 SECTION = "backends.kubernetes"
@@ -68,7 +69,6 @@ LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 _PULL_POLICIES = ("IfNotPresent", "Always", "Never")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
-_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def is_label_key(key: str) -> bool:
@@ -259,40 +259,9 @@ def _convert(key: str, kind: str, value: Any) -> Any:
             fixed = {k.replace("-", "_"): v for k, v in item.items()}
             seconds = fixed.get("toleration_seconds")
             if seconds is not None:
-                fixed["toleration_seconds"] = _number(where, seconds, int)
+                fixed["toleration_seconds"] = number(where, seconds, int)
             if not all(isinstance(v, str) for k, v in fixed.items() if k != "toleration_seconds"):
                 raise ConfigError(f"{where}: key, operator, value and effect are strings")
             out.append(Toleration(**fixed))
         return tuple(out)
-    if "tuple" in kind:
-        value = _json(where, value)
-        if isinstance(value, str):
-            value = [item.strip() for item in value.split(",") if item.strip()]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings")
-        return tuple(value)
-    if kind.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOL:
-            return _BOOL[value.strip().lower()]
-        raise ConfigError(f"{where} must be true or false")
-    if kind.startswith("int"):
-        return _number(where, value, int)
-    if kind.startswith("float"):
-        return float(_number(where, value, float))
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string")
-    return value
-
-
-def _number(where: str, value: Any, kind: type[int] | type[float]) -> int | float:
-    if not isinstance(value, bool):
-        try:
-            if isinstance(value, str):
-                return kind(value.strip())
-            if isinstance(value, int) or (kind is float and isinstance(value, float)):
-                return kind(value)
-        except ValueError:
-            pass
-    raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")
+    return convert(where, kind, value)

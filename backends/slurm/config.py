@@ -49,12 +49,12 @@ sub-table such as ``ssh.host`` is the same as ``ssh_host``):
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from backends.siteconfig import convert
 from catalog.errors import ConfigError
 
 #: Partition, account, QoS and GRES names: no leading dash, no whitespace, no shell syntax.
@@ -71,7 +71,6 @@ RESERVED_FLAGS = frozenset(
         "partition", "qos", "time", "wait", "wrap",
     }
 )  # fmt: skip
-_BOOL = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 @dataclass(frozen=True)
@@ -180,44 +179,4 @@ def _check_path(key: str, value: str) -> None:
 
 def _convert(key: str, kind: str, value: Any) -> Any:
     """Convert a TOML or environment value to the field's type; ConfigError when it cannot."""
-    where = f"backends.slurm.{key}"
-    if "tuple" in kind:
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                items = json.loads(text) if text.startswith("[") else text.split(",")
-            except ValueError as exc:
-                raise ConfigError(f"{where} is not a JSON list: {exc}") from exc
-            value = [item.strip() if isinstance(item, str) else item for item in items]
-            value = [item for item in value if item != ""]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of strings")
-        return tuple(value)
-    if kind.startswith("bool"):
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _BOOL:
-            return _BOOL[value.strip().lower()]
-        raise ConfigError(f"{where} must be true or false")
-    if kind.startswith("int"):
-        return _number(where, value, int)
-    if kind.startswith("float"):
-        return float(_number(where, value, float))
-    if not isinstance(value, str):
-        raise ConfigError(f"{where} must be a string")
-    return value
-
-
-def _number(where: str, value: Any, kind: type[int] | type[float]) -> int | float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{where} must be a number")
-    try:
-        if isinstance(value, str):
-            return kind(value.strip())
-        if kind is int and isinstance(value, int):
-            return value
-        if kind is float and isinstance(value, int | float):
-            return float(value)
-    except ValueError:
-        pass
-    raise ConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}")
+    return convert(f"backends.slurm.{key}", kind, value)

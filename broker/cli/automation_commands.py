@@ -11,7 +11,7 @@ import click
 from broker import rules_admin
 from broker.batch import batch_status, cancel_batch, plan_batch, submit_batch
 from broker.cli.context import state
-from broker.cli.job_commands import jobs
+from broker.cli.job_commands import jobs, pairs
 from broker.jobs import coerce_config, get_job
 from broker.rules_admin import RuleSpec
 from broker.states import PRIORITIES, PRIORITY_NAMES, lock_job
@@ -21,16 +21,6 @@ from catalog.errors import ConflictError, InvalidInputError
 from catalog.gears import get_gear
 from catalog.models import JobState
 from gearspec.manifest import load_manifest
-
-
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"{what}: expected NAME=VALUE, got {item!r}")
-        out[key] = value
-    return out
 
 
 @click.group()
@@ -96,7 +86,7 @@ def rule_add(
         if modality:
             match["modality"] = modality
         if classes:
-            match["classification"] = _pairs(classes, "--classification")
+            match["classification"] = pairs(classes, "--classification")
         if level:
             match["level"] = level
     manifest = load_manifest(get_gear(cat, gear_ref).manifest)
@@ -113,7 +103,7 @@ def rule_add(
         gear=gear_ref,
         match=match,
         trigger=trigger,
-        config=coerce_config(manifest, _pairs(config, "--config")),
+        config=coerce_config(manifest, pairs(config, "--config")),
         options=options,
     )
     saved = rules_admin.save_rule(cat, project, spec)
@@ -265,7 +255,7 @@ def batch(
     st = state()
     cat = st.catalog
     manifest = load_manifest(get_gear(cat, gear_ref).manifest)
-    plan = plan_batch(cat, query, level, _pairs(inputs, "--input"))
+    plan = plan_batch(cat, query, level, pairs(inputs, "--input"))
     for row in plan:
         mark = "run " if row.ok else "SKIP"
         detail = ", ".join(f"{k}={v.rsplit('/', 1)[-1]}" for k, v in row.inputs.items())
@@ -281,7 +271,7 @@ def batch(
         cat,
         gear_ref,
         plan,
-        coerce_config(manifest, _pairs(config, "-c")),
+        coerce_config(manifest, pairs(config, "-c")),
         backend=backend or st.settings.backend,
         priority=priority,
         options=options,

@@ -34,7 +34,8 @@ class JobFailedError(GearbrokerError):
     """``run --wait`` saw its job end in failure or cancellation."""
 
 
-def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+def pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    """``NAME=VALUE`` options as a dict; InvalidInputError naming ``what`` otherwise."""
     out = {}
     for item in values:
         key, sep, value = item.partition("=")
@@ -95,8 +96,8 @@ def run(
     manifest = load_manifest(get_gear(cat, gear_ref).manifest)
     request = JobRequest(
         gear=gear_ref,
-        inputs=_pairs(inputs, "--input"),
-        config=coerce_config(manifest, _pairs(config, "--config")),
+        inputs=pairs(inputs, "--input"),
+        config=coerce_config(manifest, pairs(config, "--config")),
         destination=destination,
         backend=backend or st.settings.backend,
         runtime=runtime,
