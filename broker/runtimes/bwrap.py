@@ -150,9 +150,12 @@ class BwrapRuntime(ContainerRuntime):
         bwrap cannot create a mount point inside a read-only bind: each folder holding a
         missing target becomes a tmpfs with the image's own entries bound back into it (so
         ``/flywheel/v0`` keeps the gear's ``run`` script and gains ``config.json``), and is
-        remounted read-only once the job's mounts are in place.
+        remounted read-only once the job's mounts are in place.  A root filesystem this host
+        cannot see is taken as it is.
         """
         parents: list[str] = []
+        if not os.path.isdir(rootfs):
+            return parents  # not visible from here (e.g. a compute node's path): trust the image
         for mount in mounts:
             parent = posixpath.dirname(mount.target.rstrip("/"))
             if os.path.lexists(rootfs + mount.target) or parent in parents or parent == "/":

@@ -38,9 +38,14 @@ def _jobs(cat: Catalog, **where: Any) -> list[Job]:
         return list(session.scalars(stmt))
 
 
-def test_batch_plan_run_and_cancel(catalog: Catalog, install_test_gear: Callable[..., str],
-                                   tmp_path: Path, db_url: str, store_url: str,
-                                   bwrap_rootfs: Path) -> None:
+def test_batch_plan_run_and_cancel(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     catalog.create_group("lab")
     catalog.create_project("lab", "study")
     _sessions(catalog, tmp_path, 50, ambiguous={7, 21, 42})
@@ -80,41 +85,69 @@ echo ok > /flywheel/v0/output/done.txt
 
 
 def test_transient_failures_retry_until_success(
-    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, tmp_path: Path,
-    db_url: str, store_url: str, bwrap_rootfs: Path,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
 ) -> None:
     ref = install_test_gear(
         command=TRANSIENT_THEN_OK,
         flywheel={"show-job": True},
-        gearbroker={"exit-codes": {"transient": [75], "bad-input": [2]},
-                    "retry": {"max-retries": 3, "backoff": 0}},
+        gearbroker={
+            "exit-codes": {"transient": [75], "bad-input": [2]},
+            "retry": {"max-retries": 3, "backoff": 0},
+        },
     )
     create_job(catalog, JobRequest(ref, {"infile": sample_file}))
     drain(catalog, broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs))
     jobs = _jobs(catalog)
     assert [(j.attempt, j.state, j.exit_code) for j in jobs] == [
-        (1, "failed", 75), (2, "failed", 75), (3, "complete", 0)]
+        (1, "failed", 75),
+        (2, "failed", 75),
+        (3, "complete", 0),
+    ]
     assert [j.previous_job_id for j in jobs] == [None, jobs[0].id, jobs[1].id]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_bad_input_is_never_retried(
-    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, tmp_path: Path,
-    db_url: str, store_url: str, bwrap_rootfs: Path,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
 ) -> None:
-    ref = install_test_gear(gearbroker={"exit-codes": {"transient": [75], "bad-input": [2]},
-                                        "retry": {"max-retries": 5, "backoff": 0}})
+    ref = install_test_gear(
+        gearbroker={
+            "exit-codes": {"transient": [75], "bad-input": [2]},
+            "retry": {"max-retries": 5, "backoff": 0},
+        }
+    )
     create_job(catalog, JobRequest(ref, {"infile": sample_file}, {"exit_code": 2}))
     drain(catalog, broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs))
     assert [(j.attempt, j.state, j.reason) for j in _jobs(catalog)] == [(1, "failed", "exit_code")]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_oom_retry_gets_more_memory(
-    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str, tmp_path: Path,
-    db_url: str, store_url: str, podman_engine: object,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    podman_engine: object,
 ) -> None:
     """48 MB of newline-free input fills busybox tail's buffer: over 32 MB, under 128 MB."""
-    ref = install_test_gear(command="head -c 48m /dev/zero | tail > /dev/null",
-                            gearbroker={"resources": {"memory": "32MB"}})
+    ref = install_test_gear(
+        command="head -c 48m /dev/zero | tail > /dev/null",
+        gearbroker={"resources": {"memory": "32MB"}},
+    )
     create_job(catalog, JobRequest(ref, {"infile": sample_file}))
     settings = broker_settings(tmp_path, db_url, store_url, "podman")
     settings.values["broker.oom_memory_factor"] = 4.0
@@ -134,9 +167,14 @@ def _acquisitions(cat: Catalog, tmp_path: Path, count: int) -> None:
     _sessions(cat, tmp_path, count, ambiguous=set())
 
 
-def test_cache_skips_identical_work(catalog: Catalog, install_test_gear: Callable[..., str],
-                                    tmp_path: Path, db_url: str, store_url: str,
-                                    bwrap_rootfs: Path) -> None:
+def test_cache_skips_identical_work(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     _acquisitions(catalog, tmp_path, 5)
     ref = install_test_gear()
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
@@ -171,11 +209,18 @@ def test_cache_skips_identical_work(catalog: Catalog, install_test_gear: Callabl
     assert [j.reason for j in _jobs(catalog, batch_id=batch.id)] == [None] * 5
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("reason", ["cached"])
-def test_cached_result_keeps_metadata(reason: str, catalog: Catalog,
-                                      install_test_gear: Callable[..., str], sample_file: str,
-                                      tmp_path: Path, db_url: str, store_url: str,
-                                      bwrap_rootfs: Path) -> None:
+def test_cached_result_keeps_metadata(
+    reason: str,
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+) -> None:
     ref = install_test_gear()
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
     for _ in range(2):
@@ -189,6 +234,9 @@ def test_cached_result_keeps_metadata(reason: str, catalog: Catalog,
     assert catalog.info_get(analysis) == {"checked": True}
     result = catalog.get(f"{analysis}/files/result.txt")
     assert (result.type, result.tags) == ("text", ["gb-test"])
-    assert result.sha256 == catalog.get(
-        f"{catalog.path_of(catalog.get(f'<id:{first.destination_id}>'))}/files/result.txt"
-    ).sha256
+    assert (
+        result.sha256
+        == catalog.get(
+            f"{catalog.path_of(catalog.get(f'<id:{first.destination_id}>'))}/files/result.txt"
+        ).sha256
+    )

@@ -74,6 +74,7 @@ def test_gear_runs_end_to_end(
     assert chain["job"]["inputs"][0]["path"] == sample_file
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database adds nothing here
 @pytest.mark.parametrize(
     ("config", "manifest", "reason", "exit_code"),
     [
@@ -110,6 +111,7 @@ def test_failures_keep_their_reason(
         )
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database adds nothing here
 def test_oom_is_reported_with_podman(
     catalog: Catalog,
     install_test_gear: Callable[..., str],
@@ -127,6 +129,7 @@ def test_oom_is_reported_with_podman(
     assert (job.state, job.reason) == (JobState.FAILED, "out_of_memory")
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database adds nothing here
 def test_huge_log_is_capped(
     catalog: Catalog,
     install_test_gear: Callable[..., str],
@@ -202,6 +205,7 @@ def test_gear_cannot_write_outside_output(
     assert [n.label for n in catalog.tree(analysis)] == ["report.txt"]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database adds nothing here
 def test_bad_output_names_fail_cleanly(
     catalog: Catalog,
     install_test_gear: Callable[..., str],
@@ -228,6 +232,7 @@ def test_bad_output_names_fail_cleanly(
     assert (tmp_path / "jobs" / f"{job.id}-1" / "v0" / "output" / "good.txt").exists()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the database adds nothing here
 def test_docker_container_is_gone_after_the_run(
     catalog: Catalog,
     install_test_gear: Callable[..., str],

@@ -32,13 +32,24 @@ def _slurm_settings(tmp_path: Path, db_url: str, store_url: str, rootfs: Path) -
     return broker_settings(tmp_path, db_url, store_url, "bwrap", rootfs, extra=extra)
 
 
-def test_gear_runs_on_slurm(catalog: Catalog, install_test_gear: Callable[..., str],
-                            sample_file: str, tmp_path: Path, db_url: str, store_url: str,
-                            bwrap_rootfs: Path, slurm_cluster: object) -> None:
+def test_gear_runs_on_slurm(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    slurm_cluster: object,
+) -> None:
     settings = _slurm_settings(tmp_path, db_url, store_url, bwrap_rootfs)
-    job = run_to_end(catalog, settings,  # type: ignore[arg-type]
-                     JobRequest(install_test_gear(), {"infile": sample_file},
-                                {"message": "on slurm"}, backend="slurm"))
+    job = run_to_end(
+        catalog,
+        settings,  # type: ignore[arg-type]
+        JobRequest(
+            install_test_gear(), {"infile": sample_file}, {"message": "on slurm"}, backend="slurm"
+        ),
+    )
     assert job.state == JobState.COMPLETE, job.reason_detail
     assert job.external_id and job.external_id.isdigit()
     assert job.provenance is not None and job.provenance["backend"]["name"] == "slurm"
@@ -46,9 +57,15 @@ def test_gear_runs_on_slurm(catalog: Catalog, install_test_gear: Callable[..., s
     assert "message: on slurm" in log
 
 
-def test_batch_becomes_a_slurm_array(catalog: Catalog, install_test_gear: Callable[..., str],
-                                     tmp_path: Path, db_url: str, store_url: str,
-                                     bwrap_rootfs: Path, slurm_cluster: object) -> None:
+def test_batch_becomes_a_slurm_array(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    bwrap_rootfs: Path,
+    slurm_cluster: object,
+) -> None:
     catalog.create_group("lab")
     catalog.create_project("lab", "study")
     for n in range(6):
@@ -69,16 +86,23 @@ def test_batch_becomes_a_slurm_array(catalog: Catalog, install_test_gear: Callab
 
 @pytest.fixture
 def k8s(podman_engine: ContainerEngine, tmp_path: Path) -> Iterator[tuple[KubeTestServer, Path]]:
-    runtime = PodmanRuntime(binary=podman_engine.binary,
-                            env={"CONTAINERS_CONF": podman_engine.env["CONTAINERS_CONF"]})
+    runtime = PodmanRuntime(
+        binary=podman_engine.binary, env={"CONTAINERS_CONF": podman_engine.env["CONTAINERS_CONF"]}
+    )
     server = KubeTestServer(runtime, {CLAIM: tmp_path}, tmp_path / ".server", slots=2).start()
     yield server, server.kubeconfig(tmp_path / "kubeconfig")
     server.stop()
 
 
-def test_gear_runs_on_kubernetes(catalog: Catalog, install_test_gear: Callable[..., str],
-                                 sample_file: str, tmp_path: Path, db_url: str, store_url: str,
-                                 k8s: tuple[KubeTestServer, Path]) -> None:
+def test_gear_runs_on_kubernetes(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    k8s: tuple[KubeTestServer, Path],
+) -> None:
     _server, kubeconfig = k8s
     extra = (
         "[backends.kubernetes]\n"
@@ -89,9 +113,16 @@ def test_gear_runs_on_kubernetes(catalog: Catalog, install_test_gear: Callable[.
         f"run_as_group = {POD_UID}\n"
     )
     settings = broker_settings(tmp_path, db_url, store_url, "podman", extra=extra)
-    job = run_to_end(catalog, settings,
-                     JobRequest(install_test_gear(), {"infile": sample_file},
-                                {"message": "in a pod"}, backend="kubernetes"))
+    job = run_to_end(
+        catalog,
+        settings,
+        JobRequest(
+            install_test_gear(),
+            {"infile": sample_file},
+            {"message": "in a pod"},
+            backend="kubernetes",
+        ),
+    )
     assert job.state == JobState.COMPLETE, job.reason_detail
     assert job.runtime == "native" and job.external_id and job.external_id.startswith("gb-job-")
     analysis = catalog.path_of(catalog.get(f"<id:{job.destination_id}>"))

@@ -24,9 +24,9 @@ def _claim(cat: Catalog, limits: ClaimLimits) -> list[int]:
         return claim_jobs(session, "test", ("local",), limits)
 
 
-def test_users_take_turns_within_a_priority(catalog: Catalog,
-                                            install_test_gear: Callable[..., str],
-                                            sample_file: str) -> None:
+def test_users_take_turns_within_a_priority(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str
+) -> None:
     ref = install_test_gear()
     for user in ("alice", "bob", "carol"):
         catalog.add_permission("lab/study", user, "rw")
@@ -39,8 +39,9 @@ def test_users_take_turns_within_a_priority(catalog: Catalog,
     assert _claim(catalog, ClaimLimits(in_flight=5)) == big[1:3]
 
 
-def test_limits_and_backoff(catalog: Catalog, install_test_gear: Callable[..., str],
-                            sample_file: str) -> None:
+def test_limits_and_backoff(
+    catalog: Catalog, install_test_gear: Callable[..., str], sample_file: str
+) -> None:
     ref = install_test_gear()
     catalog.add_permission("lab/study", "alice", "rw")
     alice = _pending(catalog, ref, sample_file, ["alice"] * 3)
