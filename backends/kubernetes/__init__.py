@@ -1,4 +1,5 @@
-"""Kubernetes backend: one batch/v1 Job per gear run on a shared PVC, one watch stream.
+"""Kubernetes backend: one batch/v1 Job per gear run, one watch stream; the staged folder
+reaches pods on a shared PVC (the default) or through an S3 bucket with presigned URLs.
 
 Public entry points: :class:`KubernetesBackend`, :class:`KubernetesSiteConfig` (the
 ``[backends.kubernetes]`` keys are documented in :mod:`backends.kubernetes.config`),

@@ -184,13 +184,13 @@ class KubeApi:
         )
         return list(data.get("items") or [])
 
-    def pod_log(self, pod: str, limit_bytes: int | None) -> bytes:
+    def pod_log(self, pod: str, limit_bytes: int | None, container: str = "gear") -> bytes:
         response = self._call(
             f"log of pod {pod}",
             self.core.read_namespaced_pod_log,
             pod,
             self.namespace,
-            container="gear",
+            container=container,
             limit_bytes=limit_bytes,
         )
         try:

@@ -8,6 +8,11 @@ label-selector list per batch), for the pods of Jobs that just finished, started
 too long (one batched list at most every ``POD_LOOKUP_INTERVAL_S``), and for their logs.
 Per job that is about two requests: create, and one log read or live log stream.
 
+With ``staging = "s3"`` (:mod:`backends.kubernetes.s3stage`), :meth:`submit` first streams
+the job's mounts to the staging bucket, and the first status call that sees the Job end
+brings the outputs back into the job folder (within that call) before reporting it; the
+staging objects are deleted once a Job is settled.
+
 Kubernetes runs the OCI image itself: ``runtimes`` is empty and the runtime object the
 broker passes to :meth:`submit`/:meth:`render` is ignored.
 """
@@ -15,7 +20,6 @@ broker passes to :meth:`submit`/:meth:`render` is ignored.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import threading
@@ -38,8 +42,18 @@ from backends.kubernetes.manifest import (
     identity,
     job_manifest,
     job_name,
+    staged_digest,
 )
-from backends.kubernetes.states import JobRecord, PodInfo, final_status, latest_pods, pending_reason
+from backends.kubernetes.s3pod import STAGE_IN, STAGE_OUT
+from backends.kubernetes.s3stage import S3Staging
+from backends.kubernetes.states import (
+    STUCK_REASONS,
+    JobRecord,
+    PodInfo,
+    final_status,
+    latest_pods,
+    pending_reason,
+)
 from backends.kubernetes.watch import JobCache, JobWatcher
 from broker.runtimes.base import ContainerRuntime
 from broker.task import TaskSpec
@@ -53,18 +67,6 @@ FINAL_KEEP = 10_000
 POD_LOOKUP_INTERVAL_S = 1.0
 #: How long a finishing job waits for its live log stream to reach the end.
 STREAM_GRACE_S = 5.0
-
-
-def staged_digest(job_dir: str) -> str | None:
-    """``custom.gearbroker.image-digest`` of the staged ``v0/manifest.json``, if any."""
-    try:
-        doc = json.loads((Path(job_dir) / "v0" / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
-    custom = doc.get("custom") if isinstance(doc, dict) else None
-    block = custom.get("gearbroker") if isinstance(custom, dict) else None
-    value = block.get("image-digest") if isinstance(block, dict) else None
-    return value if isinstance(value, str) else None
 
 
 class KubernetesBackend(Backend):
@@ -91,6 +93,7 @@ class KubernetesBackend(Backend):
         self._cancelled: set[str] = set()
         self._running: set[str] = set()
         self._last_lookup = -POD_LOOKUP_INTERVAL_S
+        self.staging = S3Staging(site) if site.staging == "s3" else None
 
     # -- connections ---------------------------------------------------------------------
     @property
@@ -126,7 +129,10 @@ class KubernetesBackend(Backend):
     # -- submission ----------------------------------------------------------------------
     def manifest(self, task: TaskSpec) -> dict[str, Any]:
         """The Job object for ``task`` (the image pinned by the staged manifest's digest)."""
-        return job_manifest(task, self.site, staged_digest(task.job_dir))
+        urls = None
+        if self.staging is not None:
+            urls = self.staging.urls(job_name(task.key, task.job_dir))
+        return job_manifest(task, self.site, staged_digest(task.job_dir), urls)
 
     def render(self, task: TaskSpec, runtime: ContainerRuntime) -> str:
         return yaml.safe_dump(self.manifest(task), sort_keys=False)
@@ -134,8 +140,11 @@ class KubernetesBackend(Backend):
     def submit(self, task: TaskSpec, runtime: ContainerRuntime) -> str:
         """Create the Job; a Job of the same name for the same job folder is adopted."""
         manifest = self.manifest(task)
-        self._hand_over(task)
         name = manifest["metadata"]["name"]
+        if self.staging is not None:
+            self.staging.upload(task, name)
+        else:
+            self._hand_over(task)
         self.watcher  # noqa: B018  (watch before creating, so no event is missed)
         try:
             created = self.api.create_job(manifest)
@@ -226,6 +235,7 @@ class KubernetesBackend(Backend):
         elif entry.deleted:
             self._settle(name, self._cancel_status(name, None))
         elif state is BackendState.RUNNING or name in self._running:
+            self._running.add(name)  # a pod past its gear (uploading) is not ready: still RUNNING
             if self.streams.wanted(name):
                 starting.append(name)
         elif self._clock() - entry.first_seen > self.site.pending_timeout_s:
@@ -268,7 +278,25 @@ class KubernetesBackend(Backend):
         assert entry is not None
         record = entry.record
         self._store_log(name, record, pod)
-        self._settle(name, final_status(name, record, pod, deleted=entry.deleted))
+        status = final_status(name, record, pod, deleted=entry.deleted)
+        if self.staging is not None and record.job_dir and record.output_path:
+            collected = self.staging.finish(
+                name, record.job_dir, record.output_path, status, lambda: self._stager_log(pod)
+            )
+            if collected is None:
+                return  # the bucket failed: the next status call tries again
+            status = collected
+        self._settle(name, status)
+
+    def _stager_log(self, pod: PodInfo | None) -> bytes:
+        """The log of the container that failed to stage (in or out), for the job log."""
+        if pod is None:
+            return b""
+        container = STAGE_IN if pod.init_failure else STAGE_OUT
+        try:
+            return self.api.pod_log(pod.name, 64 * 1024, container=container)
+        except KubeApiError as exc:
+            return f"[gearbroker: the log of {container} could not be read: {exc}]\n".encode()
 
     def _store_log(self, name: str, record: JobRecord, pod: PodInfo | None) -> None:
         if record.job_dir is None:
@@ -287,7 +315,7 @@ class KubernetesBackend(Backend):
 
     def _check_waiting(self, name: str, pod: PodInfo | None) -> None:
         """A Job pending past ``pending_timeout_s``: running after all, or failed and deleted."""
-        if pod is not None and pod.phase != "Pending":
+        if pod is not None and pod.phase != "Pending" and pod.waiting_reason not in STUCK_REASONS:
             self._running.add(name)
             return
         why = pending_reason(pod)
@@ -318,6 +346,8 @@ class KubernetesBackend(Backend):
         while len(self._final) > FINAL_KEEP:
             self._final.popitem(last=False)
         self.cache.forget(name)
+        if self.staging is not None:
+            self.staging.cleanup(name)
         if self._streams is not None and self._streams.has(name):
             self._streams.finish(name, 1.0)
         self._running.discard(name)

@@ -13,10 +13,26 @@ lists as JSON; a dotted key such as ``pvc.name`` is the same as ``pvc_name``):
 ``instance`` (str, default ``default``)
     Label value (``gearbroker.io/instance``) telling this broker's Jobs from other brokers'
     in the same namespace; the watch selects on it.
-``pvc_name`` (str, required), ``pvc_root`` (str, required)
+``staging`` (``pvc`` | ``s3``, default ``pvc``)
+    How the staged ``/flywheel/v0`` reaches the pod: a shared PersistentVolumeClaim, or an
+    S3 bucket (an init container downloads it, a finishing container uploads ``output/``).
+``pvc_name`` (str), ``pvc_root`` (str); both required with ``staging = "pvc"``
     The shared PersistentVolumeClaim, and the folder where the same volume is mounted on
     the broker host.  Job folders must live below ``pvc_root``; a pod mounts each staged path
     with ``subPath`` = its path relative to ``pvc_root``.
+``s3_bucket`` (str, required with ``staging = "s3"``), ``s3_prefix`` (str, default
+``gearbroker-staging/``)
+    Where each job's staging objects live: ``<s3_prefix><Job name>/``.
+``s3_endpoint_url`` (str), ``s3_region`` (str)
+    The S3 API as the broker reaches it (default: AWS, or the standard environment); the
+    broker's credentials come from the standard AWS chain and never reach a pod.
+``s3_pod_endpoint_url`` (str, default ``s3_endpoint_url``)
+    The S3 API as pods reach it; the presigned URLs name this endpoint.
+``stager_image`` (str, default ``docker.io/curlimages/curl:8.10.1``)
+    The init and finishing containers' image: it needs ``sh``, ``tar`` and ``curl``.
+``presign_ttl_s`` (int, default 604800, at most 7 days)
+    How long the presigned download URL and upload policy stay valid (pending time plus
+    walltime must fit; temporary credentials end them sooner).
 ``service_account``, ``priority_class`` (str)
     ``serviceAccountName`` and ``priorityClassName`` of the pods.
 ``node_selector`` (table of str), ``tolerations`` (list of tables with ``key``,
@@ -68,7 +84,13 @@ DNS_SUBDOMAIN_RE = re.compile(
 LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _LABEL_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9]$")
 _PULL_POLICIES = ("IfNotPresent", "Always", "Never")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "toleration_seconds"}
+STAGING_MODES = ("pvc", "s3")
+DEFAULT_STAGER_IMAGE = "docker.io/curlimages/curl:8.10.1"
+#: SigV4 presigned URLs live at most seven days.
+MAX_PRESIGN_TTL_S = 7 * 24 * 3600
 
 
 def is_label_key(key: str) -> bool:
@@ -103,8 +125,16 @@ class Toleration:
 class KubernetesSiteConfig:
     """One site's Kubernetes settings; build with :meth:`from_mapping` (which validates)."""
 
-    pvc_name: str
-    pvc_root: str
+    pvc_name: str | None = None
+    pvc_root: str | None = None
+    staging: str = "pvc"
+    s3_bucket: str | None = None
+    s3_prefix: str = "gearbroker-staging/"
+    s3_endpoint_url: str | None = None
+    s3_pod_endpoint_url: str | None = None
+    s3_region: str | None = None
+    stager_image: str = DEFAULT_STAGER_IMAGE
+    presign_ttl_s: int = MAX_PRESIGN_TTL_S
     kubeconfig: str | None = None
     context: str | None = None
     in_cluster: bool = False
@@ -140,12 +170,15 @@ class KubernetesSiteConfig:
             if key not in known:
                 raise ConfigError(f"{SECTION}: unknown key {raw_key!r}")
             values[key] = _convert(key, known[key], value)
-        for required in ("pvc_name", "pvc_root"):
-            if required not in values:
-                raise ConfigError(
-                    f"{SECTION}.{required} is required: the shared PersistentVolumeClaim "
-                    "(pvc_name) and where it is mounted on the broker host (pvc_root)"
-                )
+        if values.get("staging", "pvc") == "pvc":
+            for required in ("pvc_name", "pvc_root"):
+                if required not in values:
+                    raise ConfigError(
+                        f"{SECTION}.{required} is required: the shared PersistentVolumeClaim "
+                        "(pvc_name) and where it is mounted on the broker host (pvc_root)"
+                    )
+        elif values["staging"] == "s3" and "s3_bucket" not in values:
+            raise ConfigError(f'{SECTION}.s3_bucket is required with staging = "s3"')
         config = cls(**values)
         config.validate()
         return config
@@ -166,8 +199,11 @@ class KubernetesSiteConfig:
         for name in self.image_pull_secrets:
             if not DNS_SUBDOMAIN_RE.fullmatch(name):
                 raise ConfigError(f"{SECTION}.image_pull_secrets: invalid name {name!r}")
-        if not self.pvc_root.startswith("/") or "/../" in self.pvc_root + "/":
+        if self.pvc_root is not None and (
+            not self.pvc_root.startswith("/") or "/../" in self.pvc_root + "/"
+        ):
             raise ConfigError(f"{SECTION}.pvc_root must be an absolute path: {self.pvc_root!r}")
+        self._validate_staging()
         for key, value in self.node_selector.items():
             if not is_label_key(key) or not LABEL_VALUE_RE.fullmatch(value):
                 raise ConfigError(f"{SECTION}.node_selector: invalid entry {key!r} = {value!r}")
@@ -193,6 +229,31 @@ class KubernetesSiteConfig:
                 raise ConfigError(f"{SECTION}.{key} must be > 0")
         if self.retry_backoff_s < 0:
             raise ConfigError(f"{SECTION}.retry_backoff_s must be >= 0")
+
+    def _validate_staging(self) -> None:
+        if self.staging not in STAGING_MODES:
+            raise ConfigError(f"{SECTION}.staging must be one of {STAGING_MODES}")
+        if self.staging == "pvc" and (self.pvc_name is None or self.pvc_root is None):
+            raise ConfigError(f'{SECTION}: staging = "pvc" needs pvc_name and pvc_root')
+        if self.staging != "s3":
+            return
+        if not self.s3_bucket or not _BUCKET_RE.fullmatch(self.s3_bucket):
+            raise ConfigError(f"{SECTION}.s3_bucket: invalid bucket name {self.s3_bucket!r}")
+        if self.s3_prefix.startswith("/") or any(c in self.s3_prefix for c in "\r\n"):
+            raise ConfigError(f"{SECTION}.s3_prefix must be relative, on one line")
+        for key in ("s3_endpoint_url", "s3_pod_endpoint_url"):
+            value = getattr(self, key)
+            if value is not None and not _URL_RE.fullmatch(value):
+                raise ConfigError(f"{SECTION}.{key}: {value!r} is not an http(s) URL")
+        if not self.stager_image.strip() or any(c.isspace() for c in self.stager_image):
+            raise ConfigError(f"{SECTION}.stager_image: invalid image {self.stager_image!r}")
+        if not 1 <= self.presign_ttl_s <= MAX_PRESIGN_TTL_S:
+            raise ConfigError(f"{SECTION}.presign_ttl_s must be between 1 and {MAX_PRESIGN_TTL_S}")
+
+    @property
+    def pod_endpoint_url(self) -> str | None:
+        """The S3 endpoint named in the presigned URLs pods use."""
+        return self.s3_pod_endpoint_url or self.s3_endpoint_url
 
     @property
     def selector(self) -> str:

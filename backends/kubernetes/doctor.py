@@ -1,7 +1,9 @@
 """``gearbroker doctor kubernetes``: check a site's cluster setup and say what is wrong.
 
 :func:`check_site` returns :class:`Check` rows in order (credentials, API server, namespace,
-permissions, volume); checks that depend on a failed one are reported as not run.  Nothing
+permissions, volume); checks that depend on a failed one are reported as not run.  With
+``staging = "s3"`` the last row is ``staging``: the broker can write to and presign for the
+staging bucket (the pods' own access to ``s3_pod_endpoint_url`` is not checked here).  Nothing
 is printed here; the CLI formats the rows.
 """
 
@@ -14,6 +16,7 @@ from typing import NamedTuple
 
 from backends.kubernetes.api import KubeApi, KubeApiError
 from backends.kubernetes.config import KubernetesSiteConfig
+from backends.kubernetes.s3stage import S3Staging, S3StagingError
 from catalog.errors import GearbrokerError
 
 #: (verb, resource, API group, subresource) the backend needs in its namespace.
@@ -37,10 +40,11 @@ class Check(NamedTuple):
 def check_site(site: KubernetesSiteConfig, api: KubeApi | None = None) -> list[Check]:
     """Run every check against ``site``; never raises for a failed check."""
     where = "in-cluster credentials" if site.in_cluster else site.kubeconfig or "kubeconfig"
+    last = "volume" if site.staging == "pvc" else "staging"
     try:
         api = api if api is not None else KubeApi(site)
     except GearbrokerError as exc:
-        later = _not_run("API server", "namespace", "permissions", "volume")
+        later = _not_run("API server", "namespace", "permissions", last)
         return [Check("credentials", False, str(exc)), *later]
     results = [Check("credentials", True, f"loaded from {where}")]
     try:
@@ -48,7 +52,7 @@ def check_site(site: KubernetesSiteConfig, api: KubeApi | None = None) -> list[C
     except KubeApiError as exc:
         host = api.api_client.configuration.host
         results.append(Check("API server", False, f"no answer from {host}: {exc}"))
-        return [*results, *_not_run("namespace", "permissions", "volume")]
+        return [*results, *_not_run("namespace", "permissions", last)]
     results.append(Check("API server", True, f"Kubernetes {version} answers"))
     try:
         api.list_jobs(site.selector)
@@ -59,7 +63,7 @@ def check_site(site: KubernetesSiteConfig, api: KubeApi | None = None) -> list[C
     else:
         results.append(Check("namespace", True, f"Jobs can be listed in {site.namespace}"))
     results.append(_permissions(api, site))
-    results.append(_volume(api, site))
+    results.append(_volume(api, site) if site.staging == "pvc" else _bucket(site))
     return results
 
 
@@ -86,7 +90,15 @@ def _permissions(api: KubeApi, site: KubernetesSiteConfig) -> Check:
     return Check("permissions", True, f"allowed: {names}")
 
 
+def _bucket(site: KubernetesSiteConfig) -> Check:
+    try:
+        return Check("staging", True, S3Staging(site).probe())
+    except S3StagingError as exc:
+        return Check("staging", False, str(exc))
+
+
 def _volume(api: KubeApi, site: KubernetesSiteConfig) -> Check:
+    assert site.pvc_root is not None and site.pvc_name is not None
     root = Path(site.pvc_root)
     if not root.is_dir():
         return Check("volume", False, f"pvc_root {root} is not a folder on this host")

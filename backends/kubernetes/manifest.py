@@ -15,20 +15,32 @@ Contract of :func:`job_manifest`:
   ``command``, env, working dir, requests/limits (cpu, memory, GPUs), a non-root
   restricted security context; ``$`` in command and env values is doubled, so Kubernetes'
   ``$(VAR)`` expansion leaves them as written;
-- every mount's host path must lie below ``pvc_root``: it becomes a ``subPath`` mount of the
-  shared PVC volume.
+- ``staging = "pvc"``: every mount's host path must lie below ``pvc_root``: it becomes a
+  ``subPath`` mount of the shared PVC volume;
+- ``staging = "s3"`` (``urls`` given): an ``emptyDir`` volume, the ``stage-in`` init
+  container, the gear command wrapped to record its exit code, and the ``stage-out``
+  container (see :mod:`backends.kubernetes.s3pod`); annotation ``gearbroker.io/output-path``
+  names the output folder relative to the job folder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from backends.errors import BackendError
 from backends.kubernetes.config import KubernetesSiteConfig
+from backends.kubernetes.s3pod import (
+    PodUrls,
+    gear_command,
+    gear_mounts,
+    output_path,
+    stager_containers,
+)
 from broker.runtimes.common import parse_user
 from broker.task import Resources, TaskSpec
 
@@ -41,8 +53,21 @@ LABEL_ATTEMPT = "gearbroker.io/attempt"
 LABEL_NETWORK = "gearbroker.io/network"
 ANNOTATION_JOB_DIR = "gearbroker.io/job-dir"
 ANNOTATION_LOG_LIMIT = "gearbroker.io/log-limit-bytes"
+ANNOTATION_OUTPUT_PATH = "gearbroker.io/output-path"
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def staged_digest(job_dir: str) -> str | None:
+    """``custom.gearbroker.image-digest`` of the staged ``v0/manifest.json``, if any."""
+    try:
+        doc = json.loads((Path(job_dir) / "v0" / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    custom = doc.get("custom") if isinstance(doc, dict) else None
+    block = custom.get("gearbroker") if isinstance(custom, dict) else None
+    value = block.get("image-digest") if isinstance(block, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def job_name(key: str, job_dir: str) -> str:
@@ -98,6 +123,8 @@ def resources(res: Resources, site: KubernetesSiteConfig) -> dict[str, dict[str,
 
 def volume_mounts(task: TaskSpec, site: KubernetesSiteConfig) -> list[dict[str, Any]]:
     """One ``subPath`` mount of the shared PVC per task mount; BackendError outside pvc_root."""
+    if site.pvc_root is None:
+        raise BackendError(f"{task.key}: backends.kubernetes.pvc_root is not set")
     root = PurePosixPath(site.pvc_root)
     mounts = []
     for mount in task.container.mounts:
@@ -146,28 +173,36 @@ def labels(task: TaskSpec, site: KubernetesSiteConfig) -> dict[str, str]:
 
 
 def job_manifest(
-    task: TaskSpec, site: KubernetesSiteConfig, image_digest: str | None = None
+    task: TaskSpec,
+    site: KubernetesSiteConfig,
+    image_digest: str | None = None,
+    urls: PodUrls | None = None,
 ) -> dict[str, Any]:
-    """The Job object for ``task`` (see the module docstring for its contract)."""
+    """The Job object for ``task`` (see the module docstring for its contract); ``urls`` are
+    required with ``staging = "s3"``."""
     spec = task.container
     for name in spec.env:
         if not _ENV_NAME.fullmatch(name):
             raise BackendError(f"{task.key}: invalid environment variable name {name!r}")
+    if site.staging == "s3" and urls is None:
+        raise BackendError(f"{task.key}: staging = s3 needs the presigned URLs")
     uid, gid = identity(task, site)
+    security = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+    }
+    argv = spec.argv if urls is None else gear_command(spec.argv)
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": pinned_image(spec.image, image_digest),
         "imagePullPolicy": site.image_pull_policy,
-        "command": [escape(arg) for arg in spec.argv],
+        "command": [escape(arg) for arg in argv],
         "workingDir": spec.workdir,
         "env": [{"name": k, "value": escape(v)} for k, v in spec.env.items()],
-        "volumeMounts": volume_mounts(task, site),
+        "volumeMounts": volume_mounts(task, site) if urls is None else gear_mounts(task, VOLUME),
         "resources": resources(spec.resources, site),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-        },
+        "securityContext": security,
     }
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -180,25 +215,25 @@ def job_manifest(
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],
-        "volumes": [{"name": VOLUME, "persistentVolumeClaim": {"claimName": site.pvc_name}}],
     }
-    if site.node_selector:
-        pod["nodeSelector"] = dict(site.node_selector)
-    if site.tolerations:
-        pod["tolerations"] = [t.to_dict() for t in site.tolerations]
-    if site.priority_class:
-        pod["priorityClassName"] = site.priority_class
-    if site.service_account:
-        pod["serviceAccountName"] = site.service_account
-    if site.image_pull_secrets:
-        pod["imagePullSecrets"] = [{"name": n} for n in site.image_pull_secrets]
-    job_labels = labels(task, site)
     annotations = {
         ANNOTATION_JOB_DIR: os.path.abspath(task.job_dir),
         ANNOTATION_LOG_LIMIT: str(task.log_limit_bytes),
         "gearbroker.io/key": task.key,
         **{f"gearbroker.io/{k}": v for k, v in task.labels.items() if k in ("gear", "user")},
     }
+    if urls is None:
+        pod["volumes"] = [{"name": VOLUME, "persistentVolumeClaim": {"claimName": site.pvc_name}}]
+    else:
+        stage_in, stage_out = stager_containers(task, site, urls, VOLUME, dict(security))
+        for extra in (stage_in, stage_out):
+            extra["command"] = [escape(arg) for arg in extra["command"]]
+        pod["initContainers"] = [stage_in]
+        pod["containers"].append(stage_out)
+        pod["volumes"] = [{"name": VOLUME, "emptyDir": {}}]
+        annotations[ANNOTATION_OUTPUT_PATH] = output_path(task)
+    _site_pod_options(pod, site)
+    job_labels = labels(task, site)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "ttlSecondsAfterFinished": site.ttl_seconds_after_finished,
@@ -218,3 +253,16 @@ def job_manifest(
         },
         "spec": job_spec,
     }
+
+
+def _site_pod_options(pod: dict[str, Any], site: KubernetesSiteConfig) -> None:
+    if site.node_selector:
+        pod["nodeSelector"] = dict(site.node_selector)
+    if site.tolerations:
+        pod["tolerations"] = [t.to_dict() for t in site.tolerations]
+    if site.priority_class:
+        pod["priorityClassName"] = site.priority_class
+    if site.service_account:
+        pod["serviceAccountName"] = site.service_account
+    if site.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in site.image_pull_secrets]

@@ -15,7 +15,12 @@ from datetime import datetime
 from typing import Any
 
 from backends.base import BackendState, TaskStatus
-from backends.kubernetes.manifest import ANNOTATION_JOB_DIR, ANNOTATION_LOG_LIMIT, CONTAINER
+from backends.kubernetes.manifest import (
+    ANNOTATION_JOB_DIR,
+    ANNOTATION_LOG_LIMIT,
+    ANNOTATION_OUTPUT_PATH,
+    CONTAINER,
+)
 
 _S = BackendState
 #: Job ``Failed`` condition reason -> (our state, words for users).
@@ -43,6 +48,7 @@ class JobRecord:
     name: str
     job_dir: str | None
     log_limit: int | None
+    output_path: str | None  # S3 staging: the output folder relative to job_dir
     created: datetime | None
     started: datetime | None
     finished: datetime | None
@@ -70,6 +76,7 @@ class JobRecord:
             name=str(meta.get("name")),
             job_dir=annotations.get(ANNOTATION_JOB_DIR),
             log_limit=int(limit) if isinstance(limit, str) and limit.isdigit() else None,
+            output_path=annotations.get(ANNOTATION_OUTPUT_PATH),
             created=_time(meta.get("creationTimestamp")),
             started=_time(status.get("startTime")),
             finished=finished,
@@ -108,6 +115,7 @@ class PodInfo:
     waiting_message: str | None
     unschedulable: str | None
     disrupted: str | None
+    init_failure: str | None = None  # an init container that ended with a non-zero status
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> PodInfo:
@@ -123,6 +131,11 @@ class PodInfo:
             if "waiting" in state:
                 waiting = state["waiting"].get("reason")
                 waiting_message = state["waiting"].get("message")
+        init_failure = None
+        for cs in status.get("initContainerStatuses") or ():
+            code = ((cs.get("state") or {}).get("terminated") or {}).get("exitCode")
+            if code:
+                init_failure = f"init container {cs.get('name')} exited with status {code}"
         unschedulable = disrupted = None
         for cond in status.get("conditions") or ():
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
@@ -140,6 +153,7 @@ class PodInfo:
             waiting_message=waiting_message,
             unschedulable=unschedulable,
             disrupted=disrupted,
+            init_failure=init_failure,
         )
 
 
@@ -221,6 +235,8 @@ def _failure(record: JobRecord, pod: PodInfo | None) -> tuple[BackendState, str]
         return _S.NODE_FAIL, f"its pod {pod.name} was ended by the cluster: {why}"
     if pod.exit_code is not None:
         return _S.FAILED, f"exited with status {pod.exit_code}"
+    if pod.init_failure:
+        return _S.FAILED, f"staging failed: {pod.init_failure}"
     stuck = pending_reason(pod)
     return _S.FAILED, f"{job_words}; pod {pod.name}: {stuck}" if stuck else job_words
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -15,6 +16,7 @@ from broker.runtimes.podman import PodmanRuntime
 from catalog.catalog import Catalog
 from catalog.models import Job, JobState
 from tests.backends.k8s_helpers import CLAIM, POD_UID
+from tests.backends.k8s_s3_helpers import build_stager_image
 from tests.broker.automation_helpers import drain
 from tests.broker.conftest_broker import broker_settings, run_to_end
 from tests.fixtures.engines import ContainerEngine
@@ -129,3 +131,48 @@ def test_gear_runs_on_kubernetes(
     assert catalog.get(f"{analysis}/files/result.txt").tags == ["gb-test"]
     log = catalog.blobs.open(job.log_sha256).read().decode()  # type: ignore[arg-type]
     assert "message: in a pod" in log
+
+
+def test_gear_runs_on_kubernetes_with_s3_staging(
+    catalog: Catalog,
+    install_test_gear: Callable[..., str],
+    sample_file: str,
+    tmp_path: Path,
+    db_url: str,
+    store_url: str,
+    k8s: tuple[KubeTestServer, Path],
+    podman_engine: ContainerEngine,
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client: Any,
+) -> None:
+    _server, kubeconfig = k8s
+    extra = (
+        "[backends.kubernetes]\n"
+        'staging = "s3"\n'
+        f's3_bucket = "{s3_bucket}"\n'
+        f's3_endpoint_url = "{s3_endpoint}"\n'
+        's3_region = "us-east-1"\n'
+        f'stager_image = "{build_stager_image(podman_engine)}"\n'
+        f'kubeconfig = "{kubeconfig}"\n'
+        f"run_as_user = {POD_UID}\n"
+        f"run_as_group = {POD_UID}\n"
+    )
+    settings = broker_settings(tmp_path, db_url, store_url, "podman", extra=extra)
+    job = run_to_end(
+        catalog,
+        settings,
+        JobRequest(
+            install_test_gear(),
+            {"infile": sample_file},
+            {"message": "staged through s3"},
+            backend="kubernetes",
+        ),
+    )
+    assert job.state == JobState.COMPLETE, job.reason_detail
+    assert job.external_id and job.external_id.startswith("gb-job-")
+    analysis = catalog.path_of(catalog.get(f"<id:{job.destination_id}>"))
+    assert catalog.get(f"{analysis}/files/result.txt").tags == ["gb-test"]
+    log = catalog.blobs.open(job.log_sha256).read().decode()  # type: ignore[arg-type]
+    assert "message: staged through s3" in log
+    assert s3_client.list_objects_v2(Bucket=s3_bucket).get("KeyCount") == 0  # cleaned up

@@ -1,108 +1,54 @@
-"""Runs each Job's pod as a real Podman container, as a kubelet would, and reports the outcome.
+"""Runs each Job's pod as real Podman containers, as a kubelet would, and reports the outcome.
 
-The pod's container becomes a :class:`~broker.task.ContainerSpec` run by the project's
-:class:`~broker.runtimes.podman.PodmanRuntime`: ``command`` with Kubernetes' ``$(VAR)``
-expansion, env, working dir, ``runAsUser:runAsGroup``, ``limits.cpu``/``limits.memory``,
-and each PVC ``subPath`` mount bound from ``<volume root>/<subPath>``.  Podman runs in a
-per-pod folder, where conmon leaves its ``oom`` marker (podman 4 never sets OOMKilled).
-Pods wait for one of ``slots`` runners, like pods waiting for room on a node.  A pod that
-cannot start (unschedulable, missing claim or image, root user) stays Pending with the
-reason a real cluster gives.
+:func:`~tests.k8s_api.podspec.plan_pod` turns the pod into ContainerSpecs run by the
+project's :class:`~broker.runtimes.podman.PodmanRuntime`: the init containers one after the
+other (a failing one fails the pod), then the app containers at once, sharing the pod's
+``emptyDir`` folders; the containers other than ``gear`` get ``--network=host``.  Podman
+runs in a per-container folder, where conmon leaves its ``oom`` marker (podman 4 never sets
+OOMKilled).  Pods wait for one of ``slots`` runners, like pods waiting for room on a node.
+A pod that cannot start (unschedulable, missing claim or image, root user) stays Pending
+with the reason a real cluster gives.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import queue
-import re
 import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from broker.runtimes.podman import PodmanRuntime
-from broker.task import ContainerSpec, Mount, Resources
+from broker.task import ContainerSpec
 from broker.transport import LocalTransport
 from tests.k8s_api.cluster import JOBS, PODS, ApiError, Cluster, now_iso
+from tests.k8s_api.podspec import GEAR, Blocked, PodPlan, plan_pod, unschedulable
 
-_QUANTITY = re.compile(r"^([0-9.]+)([A-Za-z]*)$")
-_UNITS = {
-    "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
-}  # fmt: skip
 TRANSPORT = LocalTransport()
 
 
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' ``$(VAR)`` expansion: ``$$`` is ``$``; unknown references stay as written."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text[i] == "$" and i + 1 < len(text):
-            if text[i + 1] == "$":
-                out.append("$")
-                i += 2
-                continue
-            end = text.find(")", i + 2)
-            if text[i + 1] == "(" and end != -1:
-                name = text[i + 2 : end]
-                out.append(env.get(name, text[i : end + 1]))
-                i = end + 1
-                continue
-        out.append(text[i])
-        i += 1
-    return "".join(out)
+@dataclass(frozen=True)
+class Ended:
+    """One container's run: its exit code and whether the memory limit killed it."""
 
+    name: str
+    spec: ContainerSpec
+    started: str
+    code: int
+    oom: bool
 
-def quantity(text: str) -> float:
-    """A resource quantity (``500m``, ``64Mi``, ``2``) as a number of units."""
-    if text.endswith("m") and text[:-1].replace(".", "").isdigit():
-        return float(text[:-1]) / 1000
-    match = _QUANTITY.match(text)
-    if not match or match.group(2) not in _UNITS:
-        raise ValueError(f"invalid quantity {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-class Blocked(Exception):
-    """The pod cannot start: ``status`` is the pod status to publish."""
-
-    def __init__(self, status: dict[str, Any]) -> None:
-        super().__init__(str(status))
-        self.status = status
-
-
-def unschedulable(message: str) -> Blocked:
-    condition = {
-        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-        "message": message, "lastTransitionTime": now_iso(),
-    }  # fmt: skip
-    return Blocked({"phase": "Pending", "conditions": [condition]})
-
-
-def waiting(reason: str, message: str) -> Blocked:
-    state = {"waiting": {"reason": reason, "message": message}}
-    scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": now_iso()}
-    return Blocked(
-        {
-            "phase": "Pending",
-            "conditions": [scheduled],
-            "containerStatuses": [
-                {
-                    "name": "gear",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": state,
-                    "image": "",
-                    "imageID": "",
-                },
-            ],
-        }
-    )
+    def status(self) -> dict[str, Any]:
+        reason = "OOMKilled" if self.oom else "Completed" if self.code == 0 else "Error"
+        terminated = {"exitCode": self.code, "reason": reason, "startedAt": self.started,
+                      "finishedAt": now_iso()}  # fmt: skip
+        return {"name": self.name, "ready": False, "restartCount": 0,
+                "state": {"terminated": terminated}, "image": self.spec.image,
+                "imageID": ""}  # fmt: skip
 
 
 class PodRunner:
@@ -118,13 +64,20 @@ class PodRunner:
     ) -> None:
         self.cluster = cluster
         self.runtime = runtime
+        self.host_runtime = PodmanRuntime(
+            binary=runtime.binary,
+            extra_args=[*runtime.extra_args, "--network=host"],
+            env=runtime.env,
+            pids_limit=runtime.pids_limit,
+        )
         self.volumes = dict(volumes)
         self.work_dir = work_dir
-        self.logs: dict[tuple[str, str], Path] = {}
+        self.logs: dict[tuple[str, str], Path] = {}  # the gear container's log, by pod
         self.finished: set[tuple[str, str]] = set()
+        self.done: set[tuple[str, str, str]] = set()  # (namespace, pod, container)
         self._images: dict[str, bool] = {}
         self._queue: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
-        self._running: dict[tuple[str, str], ContainerSpec] = {}
+        self._running: dict[tuple[str, str], list[ContainerSpec]] = {}
         self._deleted: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._timers: list[threading.Timer] = []
@@ -140,6 +93,11 @@ class PodRunner:
         cluster.on_job_created = self.job_created
         cluster.on_pod_deleted = self.pod_deleted
 
+    def log_path(self, namespace: str, pod: str, container: str) -> Path:
+        """Where ``container``'s output goes (it exists once the container started)."""
+        folder = self.work_dir / "pods" / pod
+        return folder / "log" if container == GEAR else folder / f"{container}.log"
+
     # -- scheduling ----------------------------------------------------------------
     def job_created(self, namespace: str, name: str) -> None:
         pod = self.cluster.create_pod(namespace, name)
@@ -147,12 +105,12 @@ class PodRunner:
             return
         pod_name = pod["metadata"]["name"]
         key = (namespace, pod_name)
-        self.logs[key] = self.work_dir / "pods" / pod_name / "log"
+        self.logs[key] = self.log_path(namespace, pod_name, GEAR)
         try:
             reason = self.cluster.unschedulable(self.cluster.get(JOBS, namespace, name))
             if reason:
                 raise unschedulable(reason)
-            self._spec(pod)
+            self._plan(pod)
         except Blocked as blocked:
             self.cluster.update_pod_status(namespace, pod_name, **blocked.status)
             return
@@ -164,53 +122,9 @@ class PodRunner:
         with self._lock:
             self._deleted.add((namespace, pod_name))
 
-    def _spec(self, pod: Mapping[str, Any]) -> ContainerSpec:
-        """The pod's container as a ContainerSpec; Blocked when a kubelet could not start it."""
-        spec = pod["spec"]
-        container = spec["containers"][0]
-        volumes = {v["name"]: v for v in spec.get("volumes") or ()}
-        mounts = []
-        for vm in container.get("volumeMounts") or ():
-            claim = (volumes.get(vm["name"]) or {}).get("persistentVolumeClaim") or {}
-            root = self.volumes.get(claim.get("claimName", ""))
-            if root is None:
-                raise unschedulable(
-                    f'0/1 nodes are available: persistentvolumeclaim "{claim.get("claimName")}" '
-                    "not found."
-                )
-            source = root / vm.get("subPath", "")
-            mounts.append(Mount(str(source), vm["mountPath"], bool(vm.get("readOnly"))))
-        security = {
-            **(spec.get("securityContext") or {}),
-            **(container.get("securityContext") or {}),
-        }
-        uid, gid = security.get("runAsUser"), security.get("runAsGroup")
-        if security.get("runAsNonRoot") and not uid:
-            raise waiting(
-                "CreateContainerConfigError",
-                "container has runAsNonRoot and image will run as root",
-            )
-        env: dict[str, str] = {}
-        for item in container.get("env") or ():
-            env[item["name"]] = expand(item.get("value", ""), env)
-        limits = (container.get("resources") or {}).get("limits") or {}
-        memory = limits.get("memory")
-        image = container["image"]
-        if not self._image_present(image):
-            raise waiting("ImagePullBackOff", f'Back-off pulling image "{image}": not found')
-        return ContainerSpec(
-            name=pod["metadata"]["name"],
-            image=image,
-            argv=[expand(arg, env) for arg in container["command"]],
-            mounts=mounts,
-            env=env,
-            workdir=container.get("workingDir") or "/",
-            user=f"{uid}:{gid if gid is not None else uid}" if uid else None,
-            resources=Resources(
-                cpus=quantity(limits["cpu"]) if "cpu" in limits else 0.0,
-                memory_mb=math.ceil(quantity(memory) / 2**20) if memory else None,
-            ),
-        )
+    def _plan(self, pod: Mapping[str, Any]) -> PodPlan:
+        folder = self.work_dir / "pods" / pod["metadata"]["name"]
+        return plan_pod(pod, self.volumes, folder, self._image_present)
 
     def _image_present(self, image: str) -> bool:
         if image not in self._images:
@@ -236,56 +150,97 @@ class PodRunner:
         key = (namespace, pod_name)
         pod = self.cluster.get(PODS, namespace, pod_name)
         job = self.cluster.get(JOBS, namespace, job_name)
-        spec = self._spec(pod)
-        folder = self.work_dir / "pods" / pod_name
-        folder.mkdir(parents=True, exist_ok=True)
+        plan = self._plan(pod)
+        (self.work_dir / "pods" / pod_name).mkdir(parents=True, exist_ok=True)
+        for folder in plan.empty_dirs:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(0o777)
         with self._lock:
             if key in self._deleted:
                 return
-            self._running[key] = spec
+            self._running[key] = []
+        remaining = self._remaining(job, job["spec"].get("activeDeadlineSeconds"))
+        end = None if remaining is None else time.monotonic() + remaining
+        inits: list[Ended] = []
+        for name, spec in plan.init:
+            ended, timed_out = self._execute(key, [(name, spec)], end)
+            inits += ended
+            if timed_out or ended[0].code != 0:
+                if self._close_pod(key):
+                    self._report_init(namespace, pod_name, job, plan, inits, timed_out)
+                return
+        for name, _ in plan.apps:  # logs can be read (empty) as soon as the pod runs
+            self.log_path(namespace, pod_name, name).touch()
         started = now_iso()
         running = {"running": {"startedAt": started}}
+        statuses = [{"name": n, "ready": True, "restartCount": 0, "state": running,
+                     "image": s.image, "imageID": ""} for n, s in plan.apps]  # fmt: skip
         self.cluster.update_pod_status(
             namespace, pod_name, phase="Running", startTime=started,
-            conditions=[{"type": "Ready", "status": "True"}],
-            containerStatuses=[{"name": "gear", "ready": True, "restartCount": 0,
-                                "state": running, "image": spec.image, "imageID": ""}],
+            conditions=[{"type": "Ready", "status": "True"}], containerStatuses=statuses,
+            initContainerStatuses=[e.status() for e in inits],
         )  # fmt: skip
         self.cluster.update_job_status(namespace, job_name, ready=1)
-        deadline = job["spec"].get("activeDeadlineSeconds")
-        with self.logs[key].open("wb") as log:
-            proc = subprocess.Popen(
-                self.runtime.argv(spec), cwd=folder, stdout=log, stderr=subprocess.STDOUT
-            )
-            code, timed_out = self._wait(proc, key, spec, self._remaining(job, deadline))
-        oom = code == 137 and self.runtime.oom_killed(spec, TRANSPORT, cwd=str(folder))
-        self._removals.put(spec)
+        apps, timed_out = self._execute(key, plan.apps, end)
+        if self._close_pod(key):
+            self._report(namespace, pod_name, job, inits, apps, timed_out)
+
+    def _close_pod(self, key: tuple[str, str]) -> bool:
+        """Mark the pod finished; False when it was deleted meanwhile (nothing to report)."""
         with self._lock:
             self._running.pop(key, None)
             self.finished.add(key)
-            if key in self._deleted:
-                return
-        self._report(namespace, pod_name, job, spec, started, code, oom, timed_out)
+            return key not in self._deleted
+
+    def _execute(
+        self, key: tuple[str, str], containers: list[tuple[str, ContainerSpec]], end: float | None
+    ) -> tuple[list[Ended], bool]:
+        """Run ``containers`` at once until all exit; (their ends, deadline hit)."""
+        folder = self.work_dir / "pods" / key[1]
+        procs = []
+        for name, spec in containers:
+            for mount in spec.mounts:
+                if not Path(mount.source).exists() and folder in Path(mount.source).parents:
+                    Path(mount.source).mkdir(parents=True, mode=0o777)  # an emptyDir subPath
+            cwd = folder / name
+            cwd.mkdir(parents=True, exist_ok=True)
+            runtime = self.host_runtime if spec.network else self.runtime
+            with self.log_path(*key, name).open("wb") as log:
+                proc = subprocess.Popen(
+                    runtime.argv(spec), cwd=cwd, stdout=log, stderr=subprocess.STDOUT
+                )
+            with self._lock:
+                self._running.setdefault(key, []).append(spec)
+            procs.append((name, spec, now_iso(), proc, cwd))
+        timed_out = self._wait([p for *_, p, _ in procs], key, [s for _, s, *_ in procs], end)
+        ended = []
+        for name, spec, started, proc, cwd in procs:
+            code = proc.returncode
+            oom = code == 137 and self.runtime.oom_killed(spec, TRANSPORT, cwd=str(cwd))
+            self._removals.put(spec)
+            self.done.add((*key, name))
+            ended.append(Ended(name, spec, started, code, oom))
+        return ended, timed_out
 
     def _wait(
         self,
-        proc: subprocess.Popen[bytes],
+        procs: list[subprocess.Popen[bytes]],
         key: tuple[str, str],
-        spec: ContainerSpec,
-        remaining: float | None,
-    ) -> tuple[int, bool]:
-        """(exit code, deadline hit): the container is killed when its pod is deleted."""
-        end = None if remaining is None else time.monotonic() + remaining
+        specs: list[ContainerSpec],
+        end: float | None,
+    ) -> bool:
+        """Wait for every process; kill them all when the deadline passes or the pod goes."""
         late = False
         killed = 0.0
-        while True:
-            try:
-                return proc.wait(timeout=0.1), late
-            except subprocess.TimeoutExpired:
-                late = late or (end is not None and time.monotonic() > end)
-                if (late or key in self._deleted) and time.monotonic() - killed > 1.0:
-                    TRANSPORT.run(self.runtime.cli("kill", spec.name), check=False, timeout=60)
-                    killed = time.monotonic()
+        while any(proc.poll() is None for proc in procs):
+            time.sleep(0.1)
+            late = late or (end is not None and time.monotonic() > end)
+            if (late or key in self._deleted) and time.monotonic() - killed > 1.0:
+                for spec, proc in zip(specs, procs, strict=True):
+                    if proc.poll() is None:
+                        TRANSPORT.run(self.runtime.cli("kill", spec.name), check=False, timeout=60)
+                killed = time.monotonic()
+        return late
 
     @staticmethod
     def _remaining(job: Mapping[str, Any], deadline: int | None) -> float | None:
@@ -294,57 +249,72 @@ class PodRunner:
         start = datetime.fromisoformat(job["status"]["startTime"].replace("Z", "+00:00"))
         return max(deadline - (time.time() - start.timestamp()), 0.1)
 
+    # -- reporting -----------------------------------------------------------------
+    def _report_init(
+        self,
+        namespace: str,
+        pod_name: str,
+        job: Mapping[str, Any],
+        plan: PodPlan,
+        inits: list[Ended],
+        timed_out: bool,
+    ) -> None:
+        waiting = {"waiting": {"reason": "PodInitializing"}}
+        statuses = [{"name": n, "ready": False, "restartCount": 0, "state": waiting,
+                     "image": s.image, "imageID": ""} for n, s in plan.apps]  # fmt: skip
+        pod_status: dict[str, Any] = {
+            "phase": "Failed",
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "initContainerStatuses": [e.status() for e in inits],
+            "containerStatuses": statuses,
+        }
+        self._finish(namespace, pod_name, job, pod_status, False, timed_out)
+
     def _report(
         self,
         namespace: str,
         pod_name: str,
         job: Mapping[str, Any],
-        spec: ContainerSpec,
-        started: str,
-        code: int,
-        oom: bool,
+        inits: list[Ended],
+        apps: list[Ended],
         timed_out: bool,
     ) -> None:
-        name = job["metadata"]["name"]
-        reason = "OOMKilled" if oom else "Completed" if code == 0 else "Error"
-        terminated = {
-            "exitCode": code,
-            "reason": reason,
-            "startedAt": started,
-            "finishedAt": now_iso(),
-        }
+        ok = all(e.code == 0 for e in apps) and not timed_out
         pod_status: dict[str, Any] = {
-            "phase": "Succeeded" if code == 0 and not timed_out else "Failed",
+            "phase": "Succeeded" if ok else "Failed",
             "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": [{"name": "gear", "ready": False, "restartCount": 0,
-                                   "state": {"terminated": terminated}, "image": spec.image,
-                                   "imageID": ""}],
-        }  # fmt: skip
+            "containerStatuses": [e.status() for e in apps],
+        }
+        if inits:
+            pod_status["initContainerStatuses"] = [e.status() for e in inits]
+        self._finish(namespace, pod_name, job, pod_status, ok, timed_out)
+
+    def _finish(
+        self,
+        namespace: str,
+        pod_name: str,
+        job: Mapping[str, Any],
+        pod_status: dict[str, Any],
+        ok: bool,
+        timed_out: bool,
+    ) -> None:
+        """Publish the pod's end and the Job's condition; expire the Job after its TTL."""
+        name = job["metadata"]["name"]
         if timed_out:
             pod_status.update(reason="DeadlineExceeded", message="Pod was active too long")
         self.cluster.update_pod_status(namespace, pod_name, **pod_status)
-        condition: tuple[str, str | None, str | None]
+        cond = {"type": "Complete" if ok else "Failed", "status": "True",
+                "lastProbeTime": now_iso(), "lastTransitionTime": now_iso()}  # fmt: skip
         if timed_out:
-            condition = (
-                "Failed",
-                "DeadlineExceeded",
-                "Job was active longer than specified deadline",
+            cond.update(
+                reason="DeadlineExceeded", message="Job was active longer than specified deadline"
             )
-        elif code == 0:
-            condition = ("Complete", None, None)
-        else:
-            condition = (
-                "Failed",
-                "BackoffLimitExceeded",
-                "Job has reached the specified backoff limit",
+        elif not ok:
+            cond.update(
+                reason="BackoffLimitExceeded", message="Job has reached the specified backoff limit"
             )
-        kind, why, message = condition
-        cond = {"type": kind, "status": "True", "lastProbeTime": now_iso(),
-                "lastTransitionTime": now_iso()}  # fmt: skip
-        if why and message:
-            cond.update(reason=why, message=message)
-        counts = {"succeeded": 1} if kind == "Complete" else {"failed": 1}
-        extra = {"completionTime": now_iso()} if kind == "Complete" else {}
+        counts = {"succeeded": 1} if ok else {"failed": 1}
+        extra = {"completionTime": now_iso()} if ok else {}
         self.cluster.update_job_status(
             namespace, name, active=0, ready=0, conditions=[cond], **counts, **extra
         )
@@ -363,7 +333,7 @@ class PodRunner:
         for timer in self._timers:
             timer.cancel()
         with self._lock:
-            running = list(self._running.values())
+            running = [spec for specs in self._running.values() for spec in specs]
         for spec in running:
             TRANSPORT.run(self.runtime.cli("kill", spec.name), check=False, timeout=60)
         for _ in self._workers:

@@ -362,11 +362,17 @@ class _Handler(BaseHTTPRequestHandler):
     def _log(self, method: str, query: Mapping[str, str], body: Any, ns: str, name: str) -> None:
         pod = self.owner.cluster.get(PODS, ns, name)
         key = (ns, name)
-        path = self.owner.runner.logs.get(key)
+        runner = self.owner.runner
+        spec = pod["spec"]
+        names = [c["name"] for c in [*(spec.get("initContainers") or ()), *spec["containers"]]]
+        container = query.get("container") or spec["containers"][0]["name"]
+        if container not in names:
+            raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+        path = runner.log_path(ns, name, container) if key in runner.logs else None
         limit = int(query["limitBytes"]) if "limitBytes" in query else None
-        if pod["status"].get("phase") == "Pending" or path is None:
+        if path is None or not path.exists():
             raise ApiError(
-                400, "BadRequest", f'container "gear" in pod "{name}" is waiting to start'
+                400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start'
             )
         if query.get("follow") not in ("true", "1"):
             data = path.read_bytes() if path.exists() else b""
@@ -375,7 +381,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._start_chunks("text/plain")
         offset = 0
         while not self.owner.stopping.is_set():
-            done = key in self.owner.runner.finished
+            done = key in runner.finished or (ns, name, container) in runner.done
             data = path.read_bytes()[offset:] if path.exists() else b""
             if limit is not None:
                 data = data[: max(limit - offset, 0)]
