@@ -12,6 +12,7 @@ for service in postgres moto podman docker slurm sshd; do
     bash "$here/services/$service.sh" start
 done
 bash "$here/images/build-test-images.sh" all
+apt_install curl bubblewrap  # the Kubernetes S3-staging test image copies the host's curl
 for env_file in "$GB_SERVICES_DIR"/*.env; do
     # shellcheck disable=SC1090
     source "$env_file"
