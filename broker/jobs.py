@@ -7,7 +7,7 @@ so a pending job only fails later for reasons outside the user's request.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,12 +16,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.gear_lookup import GearLookup
+from broker.lookups import Lookups
 from broker.states import PRIORITIES, Reason, lock_job, record_created, transition
 from catalog import audit
 from catalog.access import require
 from catalog.catalog import Catalog
-from catalog.errors import ConflictError, InvalidInputError, NotFoundError
+from catalog.errors import ConflictError, GearbrokerError, InvalidInputError, NotFoundError
 from catalog.models import Container, File, Gear, Job, JobState, Level, RoleName, utcnow
 from catalog.tree import container_path, file_path, get_container, new_container, resolve
 from gearspec.config_resolve import check_config
@@ -75,13 +75,15 @@ def coerce_config(manifest: Manifest, raw: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def input_record(session: Session, name: str, file: File) -> dict[str, Any]:
+def input_record(
+    session: Session, name: str, file: File, lookups: Lookups | None = None
+) -> dict[str, Any]:
     """What a job keeps about one input file (enough to stage it and to prove provenance)."""
     container = get_container(session, file.container_id)
     return {
         "name": name,
         "file_id": file.id,
-        "path": file_path(session, file),
+        "path": lookups.file_path(session, file) if lookups else file_path(session, file),
         "file_name": file.name,
         "version": file.version,
         "sha256": file.sha256,
@@ -125,19 +127,17 @@ class _Prepared:
     target: Container
 
 
-def _prepare(
-    session: Session, cat: Catalog, request: JobRequest, gears: GearLookup | None
-) -> _Prepared:
+def _prepare(session: Session, cat: Catalog, request: JobRequest, lookups: Lookups) -> _Prepared:
     if request.priority not in PRIORITIES:
         raise InvalidInputError(f"priority must be one of {', '.join(PRIORITIES)}")
-    gear, manifest = (gears or GearLookup(cat))(request.gear)
+    gear, manifest = lookups.gear(request.gear)
     records = {}
     for name, path in request.inputs.items():
         obj = _resolve_input(session, path)
         if not isinstance(obj, File):
             raise InvalidInputError(f"input {name}={path!r} names a container, not a file")
         cat._require_obj(session, obj, RoleName.READ_ONLY)
-        records[name] = input_record(session, name, obj)
+        records[name] = input_record(session, name, obj, lookups)
     _check_invocation(manifest, request.config, records)
     resolved, _ = check_config(manifest, request.config)
     target = _destination(session, cat, request, records)
@@ -148,7 +148,7 @@ def _prepare(
 def validate_request(cat: Catalog, request: JobRequest) -> None:
     """Every check ``create_job`` makes, without creating anything."""
     with cat.db.session(readonly=True) as session:
-        _prepare(session, cat, request, None)
+        _prepare(session, cat, request, Lookups(cat))
 
 
 def create_job(cat: Catalog, request: JobRequest) -> Job:
@@ -158,51 +158,63 @@ def create_job(cat: Catalog, request: JobRequest) -> Job:
 
 
 def create_job_in(
-    session: Session, cat: Catalog, request: JobRequest, gears: GearLookup | None = None
+    session: Session, cat: Catalog, request: JobRequest, lookups: Lookups | None = None
 ) -> Job:
-    """:func:`create_job` inside the caller's transaction (``cat`` gives the acting user);
-    ``gears`` reuses gear lookups across the jobs of one pass."""
-    prep = _prepare(session, cat, request, gears)
-    gear, manifest, records, resolved, target = (
-        prep.gear,
-        prep.manifest,
-        prep.records,
-        prep.config,
-        prep.target,
-    )
-    if gear_category(manifest) in ANALYSIS_CATEGORIES:
-        label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
-        target = new_container(session, target, label, Level.ANALYSIS)
-    job = Job(
-        gear_id=gear.id,
-        state=JobState.PENDING.value,
-        priority=PRIORITIES[request.priority],
-        created_by=cat.actor.username,
-        config=resolved,
-        inputs=records,
-        destination_id=target.id,
-        backend=request.backend,
-        runtime=request.runtime,
-        options=dict(request.options),
-        rule_id=request.rule_id,
-        trigger_file_id=request.trigger_file_id,
-        batch_id=request.batch_id,
-    )
-    session.add(job)
-    session.flush()
-    if target.level == Level.ANALYSIS:
-        target.job_id = job.id
-    record_created(session, job, gear=f"{gear.name}:{gear.version}")
-    audit.record(
-        session,
-        cat.actor,
-        "job.create",
-        "job",
-        job.id,
-        container_path(session, target),
-        gear=f"{gear.name}:{gear.version}",
-    )
+    """:func:`create_job` inside the caller's transaction (``cat`` gives the acting user)."""
+    [job] = create_jobs_in(session, [(cat, request)], lookups)
+    if isinstance(job, GearbrokerError):
+        raise job
     return job
+
+
+def create_jobs_in(
+    session: Session,
+    requests: Sequence[tuple[Catalog, JobRequest]],
+    lookups: Lookups | None = None,
+) -> list[Job | GearbrokerError]:
+    """Many :func:`create_job_in` (each request with its acting user) with one insert of the
+    jobs.  A request that fails validation yields its error in its place and creates nothing;
+    ``lookups`` shares gear and path lookups (one batch, one transaction)."""
+    out: list[Job | GearbrokerError] = []
+    made: list[tuple[Catalog, Job, _Prepared, str]] = []
+    for cat, request in requests:
+        looked = lookups or Lookups(cat)
+        try:
+            prep = _prepare(session, cat, request, looked)
+        except GearbrokerError as exc:
+            out.append(exc)
+            continue
+        gear = prep.gear
+        if gear_category(prep.manifest) in ANALYSIS_CATEGORIES:
+            label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
+            prep.target = new_container(session, prep.target, label, Level.ANALYSIS)
+        job = Job(
+            gear_id=gear.id,
+            state=JobState.PENDING.value,
+            priority=PRIORITIES[request.priority],
+            created_by=cat.actor.username,
+            config=prep.config,
+            inputs=prep.records,
+            destination_id=prep.target.id,
+            backend=request.backend,
+            runtime=request.runtime,
+            options=dict(request.options),
+            rule_id=request.rule_id,
+            trigger_file_id=request.trigger_file_id,
+            batch_id=request.batch_id,
+        )
+        path = looked.container_path(session, prep.target)
+        made.append((cat, job, prep, path))
+        out.append(job)
+    session.add_all([job for _cat, job, _prep, _path in made])
+    session.flush()
+    for cat, job, prep, path in made:
+        if prep.target.level == Level.ANALYSIS:
+            prep.target.job_id = job.id
+        ref = f"{prep.gear.name}:{prep.gear.version}"
+        record_created(session, job, gear=ref)
+        audit.record(session, cat.actor, "job.create", "job", job.id, path, gear=ref)
+    return out
 
 
 def _resolve_input(session: Session, path: str) -> Container | File:

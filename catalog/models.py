@@ -268,10 +268,14 @@ class File(_Timestamps, Base):
             sqlite_where=text("current"),
             postgresql_where=text("current"),
         ),
-        Index("ix_files_sha256", "sha256"),
+        # Content lookups are per project (ingest's duplicate detection): a global sha256
+        # index takes random-key writes across the whole table and made bulk loads ~3x slower.
+        Index("ix_files_project_sha256", "project_id", "sha256"),
         Index("ix_files_type", "type"),
-        Index("ix_files_project_id", "project_id"),
-        Index("ix_files_session_id", "session_id"),
+        # (ancestor, type) pairs serve "file.type = X and project/session ..." directly, and
+        # plain ancestor lookups through their prefix.
+        Index("ix_files_project_type", "project_id", "type"),
+        Index("ix_files_session_type", "session_id", "type"),
         Index("ix_files_acquisition_id", "acquisition_id"),
         Index("ix_files_name", "name"),
     )

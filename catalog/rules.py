@@ -22,9 +22,9 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -35,6 +35,8 @@ from catalog.models import HIERARCHY, File, Level, Rule, RuleTrigger
 TRIGGERS = ("file-added", "file-metadata-changed")
 Matcher = Callable[[File, str], bool]
 _LEAF_KEYS = ("type", "name", "modality", "tags", "classification", "level")
+#: Inserted with Core: the ORM's bulk insert path costs more than the rest of the matching.
+_TRIGGERS = cast(Table, RuleTrigger.__table__)
 
 
 def _strings(value: Any, path: str) -> list[str]:
@@ -168,9 +170,10 @@ def enqueue_rule_matches(session: Session, files: Sequence[File], event: str) ->
             if matches(file, level)
         ]
     if rows:
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        session.execute(insert(RuleTrigger).on_conflict_do_nothing(), rows)
+        session.flush()  # the files first (a Core insert does not autoflush)
+        connection = session.connection()
+        insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
+        connection.execute(insert(_TRIGGERS).on_conflict_do_nothing(), rows)
     return len(rows)
 
 

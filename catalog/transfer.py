@@ -60,11 +60,13 @@ def add_file_version(
     tags: list[str] | None = None,
     origin_type: str = "user",
     origin_id: str | None = None,
+    queue_rules: bool = True,
 ) -> tuple[File, str]:
     """Add ``name`` to ``container`` (a new version if the name exists with other content).
 
     Returns the current file row and ``new`` / ``version`` / ``unchanged``.  The caller has
-    checked permissions and owns the transaction; the blob must already be durable.
+    checked permissions and owns the transaction; the blob must already be durable.  With
+    ``queue_rules=False`` the caller queues the rule triggers itself (once per batch).
     """
     validate_file_name(name)
     detected_type, detected_mime = filetypes.detect(name)
@@ -95,7 +97,8 @@ def add_file_version(
     )
     session.add(row)
     session.flush()
-    enqueue_rule_matches(session, [row], "file-added")
+    if queue_rules:
+        enqueue_rule_matches(session, [row], "file-added")
     audit.record(
         session,
         actor,
@@ -173,12 +176,17 @@ def _commit_batch(
             with cat.db.session() as session:
                 out: list[UploadResult] = []
                 containers: dict[tuple[str, ...], Container] = {}
+                added: list[File] = []
                 for (rel, path), blob in zip(batch, blobs, strict=True):
                     key = tuple(labels) + rel
                     if key not in containers:
                         containers[key] = cat.ensure_path(session, key)
                     container = containers[key]
-                    row, status = add_file_version(session, cat.actor, container, path.name, blob)
+                    row, status = add_file_version(
+                        session, cat.actor, container, path.name, blob, queue_rules=False
+                    )
+                    if status != "unchanged":
+                        added.append(row)
                     out.append(
                         UploadResult(
                             format_path(list(key), file_name=row.name),
@@ -189,6 +197,7 @@ def _commit_batch(
                             row.size,
                         )
                     )
+                enqueue_rule_matches(session, added, "file-added")
                 return out
         except sa_exc.IntegrityError as exc:  # a concurrent writer created the same row first
             if attempt == _RETRIES - 1:

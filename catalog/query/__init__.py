@@ -120,6 +120,11 @@ def _stream(
 ) -> Iterator[dict[str, Any]]:
     try:
         result = session.execute(stmt, execution_options={"yield_per": YIELD_PER})
+        if dataview.PATH not in names:
+            # Without ``path`` the statement selects exactly ``names``, in order.
+            for row in result:
+                yield dict(zip(names, row, strict=True))
+            return
         for row in result:
             mapping = row._mapping
             yield {

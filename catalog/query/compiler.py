@@ -10,6 +10,7 @@ JSON type names) are spelled into the SQL.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, NoReturn
 
 from sqlalchemy import (
@@ -59,9 +60,19 @@ _FILES = File.__table__
 
 Alias = FromClause
 
+# One alias per level, shared by every statement: building an alias' column collection is
+# the costliest step of compiling a search, so it is done once here.  A level is either
+# joined (above the result level) or tested in EXISTS subqueries (below it), never both, so
+# sharing cannot make a subquery correlate with the wrong table.
+_ALIASES: dict[str, Alias] = {
+    level: (_FILES if level == FILE else _CONTAINERS).alias(level) for level in LEVELS
+}
+for _alias in _ALIASES.values():
+    _alias.c  # noqa: B018 - populate the column collection now, not on a first search
+
 
 def _table(level: str) -> Alias:
-    return (_FILES if level == FILE else _CONTAINERS).alias(level)
+    return _ALIASES[level]
 
 
 class _Compiler:
@@ -92,13 +103,18 @@ class _Compiler:
                 is_analysis = alias.c.level == sql_literal(level)
                 on = and_(alias.c.id == self.base.c.container_id, is_analysis)
             else:
-                on = alias.c.id == self.base.c[f"{level}_id"]
+                # The level test is redundant for the join but lets the planner use
+                # ix_containers_level_label for conditions such as project.label = X.
+                on = and_(
+                    alias.c.id == self.base.c[f"{level}_id"], alias.c.level == sql_literal(level)
+                )
             inner = node is not None and requires(node, level)
             src = src.join(alias, on) if inner else src.outerjoin(alias, on)
         return src
 
     def below_source(self, level: str) -> tuple[Alias, ColumnElement[bool]]:
-        """A fresh alias for ``level`` and its correlation with the target row."""
+        """The alias of ``level`` for an EXISTS subquery and its correlation with the target
+        row."""
         alias = _table(level)
         if level == FILE:
             link = (
@@ -331,8 +347,29 @@ def compile_search(
     ``columns`` (default :data:`catalog.dataview.DEFAULT_COLUMNS`) are labelled by their names;
     ``path`` adds hidden ``_path.<level>`` label columns (see :func:`catalog.dataview.path_of`).
     ``readable`` restricts rows to those groups/projects (None: everything).  Raises
-    QueryError (QuerySyntaxError with a position for problems inside the query).
+    QueryError (QuerySyntaxError with a position for problems inside the query).  Statements
+    are immutable and memoized: the same arguments return the same object, which also lets
+    SQLAlchemy reuse its compiled form.
     """
+    return _compile_cached(
+        query,
+        target,
+        None if columns is None else tuple(columns),
+        dialect,
+        None if readable is None else tuple(readable),
+        limit,
+    )
+
+
+@lru_cache(maxsize=256)
+def _compile_cached(
+    query: str,
+    target: str,
+    columns: tuple[str, ...] | None,
+    dialect: str,
+    readable: tuple[int, ...] | None,
+    limit: int | None,
+) -> Select[Any]:
     if target not in LEVELS:
         raise QueryError(f"unknown result level {target!r} (one of {', '.join(LEVELS)})")
     if dialect not in ("sqlite", "postgresql"):
