@@ -8,6 +8,8 @@ killed upload therefore leaves at worst unreferenced blobs, which ``store gc`` r
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
     from catalog.catalog import Catalog
 
 UPLOAD_BATCH = 200
-_RETRIES = 3
+_RETRIES = 6  # concurrent uploaders into one tree may clash at several levels in turn
 
 
 @dataclass(frozen=True)
@@ -202,6 +204,7 @@ def _commit_batch(
         except sa_exc.IntegrityError as exc:  # a concurrent writer created the same row first
             if attempt == _RETRIES - 1:
                 raise ConflictError(f"upload clashed with a concurrent change: {exc.orig}") from exc
+            time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     raise AssertionError("unreachable")
 
 

@@ -2,7 +2,8 @@
 
 By default a thread-based ``LocalCluster`` sized to this machine runs the tasks; given a
 ``scheduler_address`` the backend uses that Dask cluster (e.g. a lab's multi-node one) as is.
-A Dask task only starts :mod:`backends.local.supervisor` and waits for its ``exit.json``;
+A Dask task (:mod:`backends.local.dasktask`) only has :mod:`backends.local.supervisor`
+started and waits for its ``exit.json``;
 the supervisor owns the container, so a task outlives the process that submitted it, and
 ``status`` reads the job folder (plus Dask, when it knows the task), which works after a
 restart.  The external id is the absolute job folder of the attempt.
@@ -18,93 +19,23 @@ import os
 import shlex
 import signal
 import socket
-import subprocess
-import sys
 import threading
-import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Client, Future, LocalCluster, fire_and_forget
 
 from backends.base import Backend, BackendState, TaskStatus
 from backends.errors import BackendError
-from backends.local import jobfiles
+from backends.local import dasktask, jobfiles
 from backends.local.jobfiles import ExitRecord
 from broker.runtimes.base import ContainerRuntime
 from broker.task import TaskSpec
 from catalog.errors import ConfigError
-
-#: How often a Dask task re-checks a supervisor it did not start itself.
-WAIT_POLL_S = 0.2
-#: Sessions of LocalBackends of this process that are closing: their in-process waits end.
-_closing: set[str] = set()
-
-
-def run_supervised(job_dir: str, session: str = "") -> dict[str, Any]:
-    """Dask task body: start the job's supervisor detached, wait for its exit record.
-
-    Safe to run more than once (Dask retries after a worker dies): a second supervisor finds
-    the first one's pid file and leaves, and this then waits on the first one.  Gives up
-    (the supervisor runs on) when the in-process backend of ``session`` closes.
-    """
-    path = Path(job_dir)
-    record = jobfiles.read_exit(path)
-    if record is None:
-        with (path / jobfiles.SUPERVISOR_LOG).open("ab") as errors:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", jobfiles.SUPERVISOR_MODULE, job_dir],
-                stdin=subprocess.DEVNULL,
-                stdout=errors,
-                stderr=subprocess.STDOUT,
-                cwd=path,
-                start_new_session=True,
-            )
-        while not _waited(proc, session):
-            pass
-        record = _wait_for_exit(path, session)
-    return record.to_dict()
-
-
-def _waited(proc: subprocess.Popen[bytes], session: str) -> bool:
-    """Wait a little for ``proc``; True once it has exited."""
-    if session in _closing:
-        raise BackendError("the backend closed; the supervisor carries on alone")
-    try:
-        proc.wait(timeout=WAIT_POLL_S)
-    except subprocess.TimeoutExpired:
-        return False
-    return True
-
-
-def _wait_for_exit(job_dir: Path, session: str) -> ExitRecord:
-    while True:
-        record = jobfiles.read_exit(job_dir)
-        if record is not None:
-            return record
-        owner = jobfiles.read_owner(job_dir)
-        if owner is None or not jobfiles.owner_alive(job_dir, owner):
-            record = jobfiles.read_exit(job_dir)
-            if record is not None:
-                return record
-            if owner is None:
-                raise BackendError(f"{job_dir}: the supervisor did not start: {_log_end(job_dir)}")
-            raise BackendError(f"{job_dir}: {jobfiles.LOST_MESSAGE}")
-        if session in _closing:
-            raise BackendError("the backend closed; the supervisor carries on alone")
-        time.sleep(WAIT_POLL_S)
-
-
-def _log_end(job_dir: Path) -> str:
-    """The last lines of the supervisor's own log (its traceback, if it crashed)."""
-    try:
-        text = (job_dir / jobfiles.SUPERVISOR_LOG).read_text(errors="replace")
-    except FileNotFoundError:
-        return "no supervisor log"
-    return "\n".join(text.strip().splitlines()[-5:]) or "empty supervisor log"
 
 
 def dask_key(task: TaskSpec) -> str:
@@ -159,6 +90,7 @@ class LocalBackend(Backend):
         self._client: Client | None = None
         self._cluster: LocalCluster | None = None
         self._futures: dict[str, Future[Any]] = {}
+        self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._session = uuid.uuid4().hex
 
@@ -179,15 +111,18 @@ class LocalBackend(Backend):
             threads = self.max_concurrent // self.workers
         else:
             threads = 4 * int(max(self._worker_resources["cpus"], 1))
-        return LocalCluster(  # type: ignore[no-untyped-call]
-            n_workers=self.workers,
-            threads_per_worker=threads,
-            processes=False,
-            resources=self._worker_resources,
-            dashboard_address=None,
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
-        )
+        # The workers share this process (and its GIL) with the dispatcher: no statistical
+        # profiler sampling every thread's stack 100 times a second for a dashboard.
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            return LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=self.workers,
+                threads_per_worker=threads,
+                processes=False,
+                resources=self._worker_resources,
+                dashboard_address=None,
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=logging.ERROR,
+            )
 
     def _restrictions(self, task: TaskSpec, client: Client) -> dict[str, float]:
         """The Dask resources ``task`` asks for, checked against what workers can offer."""
@@ -222,7 +157,7 @@ class LocalBackend(Backend):
         (job_dir / jobfiles.RUNTIME_FILE).write_text(json.dumps(record, sort_keys=True))
         client = self._connect()
         future = client.submit(
-            run_supervised,
+            dasktask.run_supervised,
             external_id,
             self._session if self._cluster is not None else "",
             key=dask_key(task),
@@ -230,9 +165,22 @@ class LocalBackend(Backend):
             resources=self._restrictions(task, client),
         )
         fire_and_forget(future)  # type: ignore[no-untyped-call]
+        future.add_done_callback(self._task_ended)  # type: ignore[no-untyped-call]
         with self._lock:
             self._futures[external_id] = future
         return external_id
+
+    def notify_changes(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (from a Dask thread; it must be quick) whenever a task this
+        backend submitted ends, so a dispatcher can poll at once instead of on its timer."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _task_ended(self, future: Future[Any]) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
 
     def status(self, ids: Sequence[str]) -> list[TaskStatus]:
         """Statuses from the job folders first, then from Dask futures and the scheduler."""
@@ -367,7 +315,7 @@ class LocalBackend(Backend):
             client, cluster = self._client, self._cluster
             self._client = self._cluster = None
             self._futures.clear()
-        _closing.add(self._session)
+        dasktask.closing.add(self._session)
         if client is not None:
             client.close()  # type: ignore[no-untyped-call]
         if cluster is not None:

@@ -1,7 +1,8 @@
 """The files a local task's supervisor and its backend share inside the job folder.
 
 ``task.json`` and ``runtime.json`` describe the run; ``supervisor.pid`` names the one process
-that owns it (created exclusively, its mtime is a heartbeat); ``cancel`` asks it to stop;
+that owns it (created exclusively, its mtime is a heartbeat; pid plus the process's start time
+identify it on its host); ``cancel`` asks it to stop;
 ``exit.json`` records the outcome (created exclusively, so the first writer wins).
 """
 
@@ -82,6 +83,8 @@ class Owner:
     host: str
     started: str
     touched: float
+    #: The process's start time in clock ticks since boot (``/proc/PID/stat`` field 22).
+    starttime: int | None = None
 
 
 def write_exclusive(path: Path, text: str) -> bool:
@@ -112,8 +115,28 @@ def write_exit(job_dir: Path, record: ExitRecord) -> bool:
 
 def claim(job_dir: Path) -> bool:
     """Make this process the task's one supervisor; False if a pid file exists already."""
-    owner = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now()}
+    pid = os.getpid()
+    owner = {
+        "pid": pid,
+        "host": socket.gethostname(),
+        "started": utc_now(),
+        "starttime": _starttime(pid),
+    }
     return write_exclusive(job_dir / PID_FILE, json.dumps(owner))
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """``/proc/PID/stat`` from field 3 (state) on; None when there is no such process."""
+    try:
+        stat = (Path("/proc") / str(pid) / "stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def _starttime(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None else None
 
 
 def read_owner(job_dir: Path) -> Owner | None:
@@ -123,30 +146,40 @@ def read_owner(job_dir: Path) -> Owner | None:
         touched = path.stat().st_mtime
     except FileNotFoundError:
         return None
-    return Owner(int(data["pid"]), str(data["host"]), str(data["started"]), touched)
+    starttime = data.get("starttime")
+    return Owner(
+        int(data["pid"]),
+        str(data["host"]),
+        str(data["started"]),
+        touched,
+        int(starttime) if starttime is not None else None,
+    )
 
 
 def owner_alive(job_dir: Path, owner: Owner) -> bool:
     """Whether ``owner`` still supervises ``job_dir`` (by /proc here, by heartbeat elsewhere)."""
     if owner.host != socket.gethostname():
         return time.time() - owner.touched < STALE_S
-    return is_supervisor(owner.pid, job_dir)
+    return is_supervisor(owner.pid, job_dir, owner.starttime)
 
 
-def is_supervisor(pid: int, job_dir: Path) -> bool:
-    """Whether process ``pid`` on this host is a live supervisor of ``job_dir``."""
-    proc = Path("/proc") / str(pid)
+def is_supervisor(pid: int, job_dir: Path, starttime: int | None = None) -> bool:
+    """Whether process ``pid`` on this host is a live supervisor of ``job_dir``.
+
+    With the ``starttime`` its pid file recorded, the live process of that pid and start time
+    is the owner (a forked supervisor has its fork server's command line); without, its
+    command line must name the supervisor module and ``job_dir``.
+    """
+    fields = _stat_fields(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return False
+    if starttime is not None:
+        return int(fields[19]) == starttime
     try:
-        stat = (proc / "stat").read_text()
-        argv = (proc / "cmdline").read_bytes().split(b"\x00")
+        argv = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\x00")
     except (FileNotFoundError, ProcessLookupError):
         return False
-    state = stat.rsplit(")", 1)[-1].split()[0]
-    return (
-        state not in ("Z", "X")
-        and SUPERVISOR_MODULE.encode() in argv
-        and (str(job_dir).encode() in argv)
-    )
+    return SUPERVISOR_MODULE.encode() in argv and str(job_dir).encode() in argv
 
 
 def runtime_record(runtime: ContainerRuntime, options: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Runs one task's container and records how it ended; survives whoever started it.
 
-Usage: ``python -m backends.local.supervisor JOB_DIR`` (started in its own session).  It owns
+Usage: ``python -m backends.local.supervisor JOB_DIR`` (started in its own session), or
+forked by ``python -m backends.local.supervisor --serve SOCKET`` (:mod:`.forkserver`).  It owns
 the task through ``supervisor.pid`` (so a task never runs twice), streams the container's
 merged output into a capped ``logs/output.log``, stops the container on a ``cancel`` marker,
 SIGTERM or walltime, and writes ``exit.json`` last.  See :mod:`backends.local.jobfiles`.
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -58,8 +60,9 @@ class _Run:
 class Supervisor:
     """Supervises the task in one job folder."""
 
-    def __init__(self, job_dir: Path) -> None:
+    def __init__(self, job_dir: Path, on_exit: Callable[[], None] | None = None) -> None:
         self.job_dir = job_dir
+        self.on_exit = on_exit
         self.task = TaskSpec.from_json((job_dir / jobfiles.TASK_FILE).read_text())
         record = json.loads((job_dir / jobfiles.RUNTIME_FILE).read_text())
         self.runtime: ContainerRuntime = jobfiles.load_runtime(record)
@@ -93,6 +96,8 @@ class Supervisor:
             run = self._supervise(proc, output)
         finally:
             output.close()
+        if self.on_exit is not None:
+            self.on_exit()
         return self._finish(run, output, started)
 
     def _supervise(self, proc: subprocess.Popen[bytes], output: CappedLog) -> _Run:
@@ -223,14 +228,18 @@ def _kill_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def supervise(job_dir: Path) -> ExitRecord | None:
-    """Run the task unless it has an exit record or another supervisor; None if not run here."""
+def supervise(job_dir: Path, on_exit: Callable[[], None] | None = None) -> ExitRecord | None:
+    """Run the task unless it has an exit record or another supervisor; None if not run here.
+
+    ``on_exit()`` is called once the container has ended, before it is inspected and removed
+    and before the exit record is written.
+    """
     if jobfiles.read_exit(job_dir) is not None or not jobfiles.claim(job_dir):
         return None
     if jobfiles.read_exit(job_dir) is not None:
         return None
     try:
-        record = Supervisor(job_dir).run()
+        record = Supervisor(job_dir, on_exit).run()
     except Exception as exc:
         log.exception("supervisor failed")
         record = ExitRecord(
@@ -244,15 +253,24 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     _terminated.set()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Program entry: SIGTERM becomes a cancel request before the task is claimed."""
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        return 2
+def run_here(job_dir: Path, on_exit: Callable[[], None] | None = None) -> int:
+    """Supervise ``job_dir`` in this process, as the program does (SIGTERM: cancel)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    supervise(Path(args[0]))
+    supervise(job_dir, on_exit)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Program entry: ``JOB_DIR`` supervises one task; ``--serve SOCKET`` is a fork server."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) == 2 and args[0] == "--serve":
+        from backends.local import forkserver
+
+        return forkserver.serve(args[1], run_here)
+    if len(args) != 1:
+        return 2
+    return run_here(Path(args[0]))
 
 
 if __name__ == "__main__":
