@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import ClassVar
@@ -89,6 +89,10 @@ class Backend(ABC):
     def log_paths(self, external_id: str, task: TaskSpec) -> list[str]:
         """Host paths of the task's log files while it runs (for ``jobs logs --follow``)."""
         return [f"{task.job_dir}/logs/output.log"]
+
+    def notify_changes(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when a task may have changed state (backends that can tell
+        override this so the dispatcher wakes at once instead of at the next poll)."""
 
     def close(self) -> None:
         """Release clients and connections."""

@@ -131,9 +131,7 @@ class Dispatcher:
     def backend(self, name: str) -> Backend:
         if name not in self._backends:
             backend = self._backend_factory(name)
-            notify = getattr(backend, "notify_changes", None)
-            if callable(notify):
-                notify(self._changed.set)
+            backend.notify_changes(self._changed.set)
             self._backends[name] = backend
         return self._backends[name]
 
