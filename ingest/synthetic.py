@@ -156,3 +156,63 @@ def demo_series(subject: int, session: int = 1) -> list[SeriesSpec]:
             sex="F" if subject % 2 else "M",
         ),
     ]
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    """One file of a generated corpus: its path relative to the root and what it is."""
+
+    path: str
+    series_uid: str | None
+    sop_uid: str | None
+
+
+def corpus_series(
+    subjects: int, sessions: int = 1, series: int = 2, slices: int = 4, size: int = 64
+) -> list[SeriesSpec]:
+    """Series specs of a corpus: ``subjects`` x ``sessions`` x ``series`` with stable UIDs."""
+    descriptions = ("T1w_MPRAGE", "fMRI_rest", "DWI_64dir", "T2w_FLAIR", "localizer")
+    specs = []
+    for subject in range(1, subjects + 1):
+        pid = f"P{subject:04d}"
+        for session in range(1, sessions + 1):
+            study = uid_for(pid, session)
+            for number in range(1, series + 1):
+                specs.append(
+                    SeriesSpec(
+                        pid,
+                        f"Doe^Subject{subject:04d}",
+                        study,
+                        uid_for(study, number),
+                        number,
+                        descriptions[(number - 1) % len(descriptions)],
+                        slices=slices,
+                        rows=size,
+                        columns=size,
+                        study_date=date(2024, 1 + session % 12, 1 + subject % 28),
+                        birth_date=date(1940 + subject % 60, 1 + subject % 12, 1 + subject % 28),
+                        sex="F" if subject % 2 else "M",
+                    )
+                )
+    return specs
+
+
+def write_corpus(root: Path, specs: list[SeriesSpec], seed: int = 0) -> list[CorpusFile]:
+    """Write every series under ``root/<PatientID>/<StudyUID>/<SeriesNumber>/``."""
+    files = []
+    for spec in specs:
+        folder = root / spec.patient_id / spec.study_uid[-12:] / f"{spec.series_number:03d}"
+        for index, path in enumerate(write_series(spec, folder, seed)):
+            sop = uid_for(spec.series_uid, index)
+            files.append(CorpusFile(str(path.relative_to(root)), spec.series_uid, sop))
+    return files
+
+
+def write_private_phi(spec: SeriesSpec, path: Path, index: int = 0, seed: int = 0) -> Path:
+    """A slice of ``spec`` that also carries the patient's name in a private tag."""
+    ds = make_slice(spec, index, seed)
+    block = ds.private_block(0x0029, "GEARBROKER TEST", create=True)
+    block.add_new(0x10, "LO", f"patient {spec.patient_name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return path

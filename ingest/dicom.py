@@ -1,0 +1,289 @@
+"""DICOM headers: read them cheaply, check a file is whole, map it onto the hierarchy.
+
+Mapping (Flywheel's convention): PatientID -> subject, StudyInstanceUID -> session (labelled
+``<StudyDate> <StudyDescription>``), SeriesInstanceUID -> acquisition (labelled
+``<SeriesNumber> - <SeriesDescription>``).  Files of one acquisition share a ``group_key``
+(study and series UID).  Hazards are reported, never silently merged: a missing UID gives a
+synthetic group key derived from the other header fields (an error under ``strict_uid``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag, Tag
+
+from catalog.errors import GearbrokerError
+
+#: Header fields kept in ``info.header.dicom`` (and used for mapping and classification).
+HEADER_FIELDS: tuple[str, ...] = (
+    "PatientID", "PatientName", "PatientBirthDate", "PatientSex", "PatientAge",
+    "PatientWeight", "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription",
+    "StudyID", "AccessionNumber", "SeriesInstanceUID", "SeriesNumber", "SeriesDescription",
+    "SeriesDate", "SeriesTime", "ProtocolName", "Modality", "SOPClassUID", "SOPInstanceUID",
+    "InstanceNumber", "AcquisitionNumber", "AcquisitionTime", "ImageType", "Manufacturer",
+    "ManufacturerModelName", "MagneticFieldStrength", "InstitutionName", "BodyPartExamined",
+    "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "PixelSpacing", "Rows",
+    "Columns", "ScanningSequence", "SequenceVariant",
+)  # fmt: skip
+_TAGS: tuple[tuple[str, BaseTag, str], ...] = tuple(
+    (kw, Tag(kw), dictionary_VR(Tag(kw))) for kw in HEADER_FIELDS
+)
+_INTEGERS = frozenset({"SeriesNumber", "InstanceNumber", "AcquisitionNumber"})
+_BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
+PIXEL_TAG = 0x7FE00010
+_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC"})
+_UNDEFINED = 0xFFFFFFFF
+#: Bytes fetched first from a remote object; most headers end well before this.
+HEAD_BYTES = 64 * 1024
+
+#: (words in a series description, classification); first match wins.
+_CLASSES: tuple[tuple[tuple[str, ...], dict[str, list[str]]], ...] = (
+    (("localizer", "scout", "survey", "loc"), {"Intent": ["Localizer"]}),
+    (("bold", "fmri", "rest", "task"), {"Intent": ["Functional"], "Measurement": ["T2*"]}),
+    (("dwi", "dti", "diff"), {"Intent": ["Structural"], "Measurement": ["Diffusion"]}),
+    (("flair",), {"Intent": ["Structural"], "Measurement": ["T2"], "Features": ["FLAIR"]}),
+    (("t1", "mprage", "spgr"), {"Intent": ["Structural"], "Measurement": ["T1"]}),
+    (("t2",), {"Intent": ["Structural"], "Measurement": ["T2"]}),
+    (("fieldmap", "field_map", "b0"), {"Intent": ["Fieldmap"], "Measurement": ["B0"]}),
+)
+
+
+class DicomFileError(GearbrokerError):
+    """A file is not DICOM, is truncated, or lacks what the mapping requires."""
+
+
+@dataclass(frozen=True)
+class MappingOptions:
+    """How headers map onto subject/session/acquisition labels."""
+
+    subject: str | None = None
+    session: str | None = None
+    subject_map: Mapping[str, str] = field(default_factory=dict)
+    strict_uid: bool = False
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one DICOM file goes, and what is recorded about it."""
+
+    group_key: str
+    position: int | None
+    subject: str
+    session: str
+    acquisition: str
+    name: str
+    detail: dict[str, Any]
+
+
+def read_header(data: bytes, size: int | None = None) -> tuple[Dataset, int | None]:
+    """Parse the header of ``data`` (the whole file or its first bytes; ``size`` is the
+    whole file's size).  Returns the dataset and the offset of the pixel data element, or
+    None when the data ended first.  Raises DicomFileError for non-DICOM or truncated data.
+    """
+    stream = io.BytesIO(data)
+    try:
+        ds = dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, struct.error) as exc:
+        raise DicomFileError(f"not a DICOM file: {exc}") from exc
+    offset = stream.tell()
+    if offset >= len(data) - 8:
+        if size is not None and len(data) < size:
+            return ds, None  # a head that ended inside the header: the caller reads more
+        sop_class = ds.get("SOPClassUID")
+        if "Rows" in ds or (sop_class is not None and "Image Storage" in sop_class.name):
+            raise DicomFileError("truncated: the file ends before its pixel data")
+        return ds, None
+    _check_pixels(ds, data, offset, size if size is not None else len(data))
+    return ds, offset
+
+
+def _check_pixels(ds: Dataset, data: bytes, offset: int, size: int) -> None:
+    """Raise DicomFileError unless the pixel data element fits in ``size`` bytes."""
+    implicit, little = ds.original_encoding
+    order = "<" if little is not False else ">"
+    head = data[offset : offset + 12]
+    if len(head) < 8:
+        raise DicomFileError("truncated inside the pixel data element header")
+    group, elem = struct.unpack(order + "HH", head[:4])
+    if (group << 16) | elem != PIXEL_TAG:
+        return  # trailing elements other than pixel data: nothing to check
+    if implicit:
+        (length,) = struct.unpack(order + "I", head[4:8])
+        start = offset + 8
+    elif head[4:6] in _LONG_VRS:
+        (length,) = struct.unpack(order + "I", head[8:12])
+        start = offset + 12
+    else:
+        (length,) = struct.unpack(order + "H", head[6:8])
+        start = offset + 8
+    if length != _UNDEFINED and start + length > size:
+        raise DicomFileError(
+            f"truncated: pixel data needs {start + length} bytes, the file has {size}"
+        )
+
+
+def header_fields(ds: Dataset) -> dict[str, Any]:
+    """The :data:`HEADER_FIELDS` present in ``ds`` as JSON values (strings, numbers, lists)."""
+    charset = ds.get_item(0x00080005)
+    utf8 = charset is not None and b"192" in _raw_bytes(charset)
+    out: dict[str, Any] = {}
+    for keyword, tag, vr in _TAGS:
+        elem = ds.get_item(tag)
+        if elem is None:
+            continue
+        if isinstance(elem, RawDataElement):
+            value = _decode_raw(elem, vr, utf8)
+        else:
+            value = _plain(elem.value)
+        if value in ("", None, []):
+            continue
+        if keyword in _INTEGERS:
+            value = _as_int(value)
+        out[keyword] = value
+    return out
+
+
+def _raw_bytes(elem: Any) -> bytes:
+    value = elem.value
+    return value if isinstance(value, bytes) else str(value).encode()
+
+
+def _decode_raw(elem: RawDataElement, vr: str, utf8: bool) -> Any:
+    raw = elem.value
+    if raw is None:
+        return None
+    vr = elem.VR or vr
+    if vr in _BINARY:
+        order = "<" if elem.is_little_endian else ">"
+        width = struct.calcsize(_BINARY[vr])
+        count = len(raw) // width
+        numbers = list(struct.unpack(f"{order}{count}{_BINARY[vr]}", raw[: count * width]))
+        return numbers[0] if len(numbers) == 1 else numbers
+    text = raw.decode("utf-8" if utf8 else "latin-1", "replace").strip(" \x00")
+    if "\\" in text:
+        return [part.strip() for part in text.split("\\")]
+    return text
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float):
+        return value
+    return str(value).strip()
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def map_header(fields: Mapping[str, Any], options: MappingOptions, key: str) -> Target:
+    """Map one file's header fields onto its target; raises DicomFileError under strict_uid."""
+    hazards: list[str] = []
+    patient = _text(fields.get("PatientID"))
+    study = _text(fields.get("StudyInstanceUID"))
+    series = _text(fields.get("SeriesInstanceUID"))
+    if not patient:
+        hazards.append("missing PatientID")
+    for name, uid in (("StudyInstanceUID", study), ("SeriesInstanceUID", series)):
+        if not uid:
+            if options.strict_uid:
+                raise DicomFileError(f"missing {name} (--strict-uid)")
+            hazards.append(f"missing {name}")
+    study_id = study or _synthetic("study", patient, fields.get("StudyDate"), fields.get("StudyID"))
+    series_id = series or _synthetic(
+        "series", study_id, fields.get("SeriesNumber"), fields.get("SeriesDescription")
+    )
+    subject = options.subject or options.subject_map.get(patient) or _label(patient) or "unknown"
+    session = options.session or _session_label(fields) or _label(study_id)
+    acquisition = _acquisition_label(fields) or _label(series_id)
+    sop = _text(fields.get("SOPInstanceUID"))
+    if not sop:
+        hazards.append("missing SOPInstanceUID")
+    name = f"{sop}.dcm" if sop else key.rsplit("/", 1)[-1]
+    modality = _text(fields.get("Modality")) or None
+    detail: dict[str, Any] = {
+        "uids": {
+            "session": None if options.session else study_id,
+            "acquisition": series_id,
+        },
+        "header": dict(fields),
+        "modality": modality,
+        "classification": classify(fields),
+    }
+    if hazards:
+        detail["hazards"] = hazards
+    position = fields.get("InstanceNumber")
+    return Target(
+        f"{series_id}|{study_id}",
+        position if isinstance(position, int) else None,
+        subject,
+        session,
+        acquisition,
+        name,
+        detail,
+    )
+
+
+def classify(fields: Mapping[str, Any]) -> dict[str, list[str]]:
+    """A basic Flywheel-style classification from the series description and protocol."""
+    words = " ".join(
+        _text(fields.get(k)).lower() for k in ("SeriesDescription", "ProtocolName")
+    ).replace("-", "_")
+    tokens = set(words.replace("_", " ").split())
+    for keys, classes in _CLASSES:
+        if any(k in tokens or (len(k) > 3 and k in words) for k in keys):
+            return {name: list(values) for name, values in classes.items()}
+    return {}
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _label(text: str) -> str:
+    """A valid container label: control characters dropped, trimmed, at most 255 chars."""
+    clean = "".join(ch for ch in text if ord(ch) >= 32 and ord(ch) != 127).strip()
+    return clean[:255].strip() if clean not in (".", "..") else f"_{clean}"
+
+
+def _session_label(fields: Mapping[str, Any]) -> str:
+    date = _text(fields.get("StudyDate"))
+    if len(date) == 8 and date.isdigit():
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    return _label(" ".join(p for p in (date, _text(fields.get("StudyDescription"))) if p))
+
+
+def _acquisition_label(fields: Mapping[str, Any]) -> str:
+    number = fields.get("SeriesNumber")
+    desc = _text(fields.get("SeriesDescription"))
+    parts = [str(number)] if number is not None else []
+    return _label(" - ".join([*parts, desc] if desc else parts))
+
+
+def _synthetic(kind: str, *parts: Any) -> str:
+    digest = hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
+    return f"no-{kind}-uid-{digest}"
+
+
+def zip_name(acquisition: str) -> str:
+    """The name of an acquisition's packed series (Flywheel's ``.dicom.zip`` convention)."""
+    return acquisition.replace("/", "_").replace("\\", "_") + ".dicom.zip"

@@ -1,0 +1,252 @@
+"""Phase 2 of a packed DICOM ingest: every series becomes one ``.dicom.zip`` in its acquisition.
+
+Series are streamed out of the run's scanned items in ``group_key`` order (``<series
+UID>|<study UID>``), a page at a time, so the driver's memory does not grow with the
+archive.  Adjacent groups that share a series UID are the "same series in two studies"
+hazard: reported and kept apart (one acquisition per study), or with ``strict_uid``
+rejected.  With ``skip_existing`` a series whose zip already exists is skipped unread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from catalog.models import IngestItem
+from ingest import runs, tasks
+from ingest.containers import Path
+from ingest.dicom import zip_name
+from ingest.pipeline import pump
+from ingest.writer import current_files
+
+if TYPE_CHECKING:
+    from ingest.driver import Driver
+
+_GROUP_PAGE = 200
+FLUSH_S = 2.0
+SAME_SERIES = "SeriesInstanceUID also in another study"
+
+
+class Packer:
+    """Plans, runs and commits the per-series pack tasks of one run."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.run_id = driver.run.id
+        self.db = driver.db
+        self._buffer: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
+        self._buffered = 0
+        self._flushed = time.monotonic()
+
+    def run(self) -> None:
+        client = self.driver._client()
+        work = pump(
+            client, tasks.pack_groups, self.driver.spec, self._bundles(), self.driver.in_flight()
+        )
+        for tags, results in work:
+            self._buffer.append((tags, results))
+            self._buffered += sum(t["files"] for t in tags)
+            if (
+                self._buffered >= self.driver.options.batch_files
+                or time.monotonic() - self._flushed > FLUSH_S
+            ):
+                self._commit()
+        self._commit()
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _bundles(self) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+        """``(tags, payload)`` per task: whole series, about ``shard_files`` files per task."""
+        tags: list[dict[str, Any]] = []
+        payload: list[dict[str, Any]] = []
+        files = 0
+        for group in self._groups():
+            members = group["members"]
+            tags.append(
+                {
+                    "group_key": group["group_key"],
+                    "first": members[0][0],
+                    "files": len(members),
+                    "bytes": sum(m[2] for m in members),
+                }
+            )
+            payload.append(group)
+            files += len(members)
+            if files >= self.driver.options.shard_files:
+                yield tags, payload
+                tags, payload, files = [], [], 0
+        if payload:
+            yield tags, payload
+
+    def _groups(self) -> Iterator[dict[str, Any]]:
+        """Scanned series in key order; runs of one series UID over several studies are
+        held back until complete, then reported (or rejected)."""
+        same_series: list[dict[str, Any]] = []
+        for group in self._scanned_groups():
+            if same_series and _series(same_series[0]) != _series(group):
+                yield from self._release(same_series)
+                same_series = []
+            same_series.append(group)
+        yield from self._release(same_series)
+
+    def _release(self, groups: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        if len(groups) > 1:
+            for group in groups:
+                self.driver.note_hazards(group["members"][0][1], [SAME_SERIES])
+            if self.driver.options.strict_uid:
+                self._reject(groups, f"{SAME_SERIES} (--strict-uid)")
+                return
+        yield from groups
+
+    def _scanned_groups(self) -> Iterator[dict[str, Any]]:
+        last = ""
+        while True:
+            with self.db.session(readonly=True) as session:
+                keys = list(
+                    session.scalars(
+                        select(IngestItem.group_key)
+                        .where(self._scanned(), IngestItem.group_key > last)
+                        .group_by(IngestItem.group_key)
+                        .order_by(IngestItem.group_key)
+                        .limit(_GROUP_PAGE)
+                    )
+                )
+                if not keys:
+                    return
+                rows = session.execute(
+                    select(
+                        IngestItem.id,
+                        IngestItem.key,
+                        IngestItem.size,
+                        IngestItem.name,
+                        IngestItem.group_key,
+                    )
+                    .where(self._scanned(), IngestItem.group_key.in_(keys))
+                    .order_by(
+                        IngestItem.group_key,
+                        func.coalesce(IngestItem.position, -1),
+                        IngestItem.name,
+                        IngestItem.key,
+                    )
+                ).all()
+            groups: dict[str, list[list[Any]]] = {}
+            for item_id, key, size, name, group_key in rows:
+                groups.setdefault(str(group_key), []).append([item_id, key, size, name])
+            found = [{"group_key": k, "members": groups[k]} for k in map(str, keys) if k in groups]
+            if self.driver.options.skip_existing:
+                found = self._drop_existing(found)
+            yield from found
+            last = str(keys[-1])
+
+    def _scanned(self) -> Any:
+        return (IngestItem.run_id == self.run_id) & (IngestItem.status == "scanned")
+
+    def _drop_existing(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Mark series whose zip already exists as skipped; return the others."""
+        with self.db.session() as session:
+            heads = self._heads(session, [g["members"][0][0] for g in groups])
+            paths = [self._path(heads[g["members"][0][0]]) for g in groups]
+            places = self.driver.resolver.resolve(session, paths, create=False)
+            wanted = {}
+            for group, path in zip(groups, paths, strict=True):
+                place = places.get(path)
+                if place is not None:
+                    wanted[group["group_key"]] = (place[0], zip_name(path[-1][0]))
+            existing = current_files(session, set(wanted.values()))
+            skipped = [g for g in groups if wanted.get(g["group_key"]) in existing]
+            runs.set_group_status(
+                session, self.run_id, [(g["group_key"], "skipped", None) for g in skipped]
+            )
+            done = sum(len(g["members"]) for g in skipped)
+            self.driver.stats["done"] = self.driver.stats.get("done", 0) + done
+            self.driver.stats["done_bytes"] = self.driver.stats.get("done_bytes", 0) + sum(
+                m[2] for g in skipped for m in g["members"]
+            )
+            runs.save_stats(session, self.run_id, self.driver.stats)
+        return [g for g in groups if g not in skipped]
+
+    def _reject(self, groups: list[dict[str, Any]], reason: str) -> None:
+        with self.db.session() as session:
+            for group in groups:
+                session.execute(
+                    update(IngestItem)
+                    .where(self._scanned(), IngestItem.group_key == group["group_key"])
+                    .values(status="error", detail={"error": reason})
+                )
+            files = sum(len(g["members"]) for g in groups)
+            self.driver.stats["done"] = self.driver.stats.get("done", 0) + files
+            self.driver.stats["errors"] = self.driver.stats.get("errors", 0) + files
+            runs.save_stats(session, self.run_id, self.driver.stats)
+
+    # -- committing ---------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        if not self._buffer:
+            return
+        buffer, self._buffer, self._buffered = self._buffer, [], 0
+        counts: dict[str, int] = {}
+        with self.db.session() as session:
+            pairs = [(t, r) for tags, results in buffer for t, r in zip(tags, results, strict=True)]
+            heads = self._heads(session, [t["first"] for t, _ in pairs])
+            member_changes = [tuple(o) for _, r in pairs for o in r["outcomes"]]
+            runs.set_item_status(session, member_changes)  # type: ignore[arg-type]
+            for _item_id, status, _reason in member_changes:
+                counts[status] = counts.get(status, 0) + 1
+            packed = [(t, r) for t, r in pairs if r["sha256"]]
+            records = []
+            for tag, result in packed:
+                head = heads[tag["first"]]
+                stored = {**head, "sha256": result["sha256"], "stored_size": result["stored_size"]}
+                records.append(self.driver.file_record(stored, zip_name(head["acquisition"])))
+            outcomes = self.driver.writer.write(session, records)
+            changes = []
+            for (tag, result), outcome in zip(packed, outcomes, strict=True):
+                changes.append((tag["group_key"], outcome.status, result["sha256"]))
+                counts[outcome.status] = counts.get(outcome.status, 0) + result["members"]
+            runs.set_group_status(session, self.run_id, changes)
+            stats = self.driver.stats
+            stats["packed"] = stats.get("packed", 0) + len(packed)
+            stats["done"] = stats.get("done", 0) + sum(t["files"] for t, _ in pairs)
+            stats["done_bytes"] = stats.get("done_bytes", 0) + sum(t["bytes"] for t, _ in pairs)
+            stats["errors"] = stats.get("errors", 0) + counts.get("error", 0)
+            self.driver.batch_audit(session, counts)
+            runs.save_stats(session, self.run_id, stats)
+        self._flushed = time.monotonic()
+        self.driver._progress()
+
+    def _heads(self, session: Session, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The first member of each series: its labels and header detail."""
+        rows = session.execute(
+            select(
+                IngestItem.id,
+                IngestItem.subject,
+                IngestItem.session,
+                IngestItem.acquisition,
+                IngestItem.detail,
+            ).where(IngestItem.id.in_(list(ids)))
+        )
+        return {
+            item_id: {
+                "subject": subject,
+                "session": sess,
+                "acquisition": acquisition,
+                "detail": detail,
+            }
+            for item_id, subject, sess, acquisition, detail in rows
+        }
+
+    def _path(self, head: dict[str, Any]) -> Path:
+        uids = (head.get("detail") or {}).get("uids", {})
+        return (
+            (head["subject"], uids.get("subject")),
+            (head["session"], uids.get("session")),
+            (head["acquisition"], uids.get("acquisition")),
+        )
+
+
+def _series(group: dict[str, Any]) -> str:
+    return str(group["group_key"]).split("|", 1)[0]

@@ -1,0 +1,118 @@
+"""The Dask side of an ingest: which cluster runs the tasks, and a bounded task pump.
+
+``--cluster`` values: ``local`` (default; a local cluster of worker processes), ``threads``
+(one process, worker threads: small ingests and tests), ``slurm`` (dask-jobqueue workers
+from the ``[backends.slurm]`` site config) or the address of a running scheduler
+(``tcp://host:8786``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from distributed import Client, LocalCluster, as_completed
+
+from catalog.errors import ConfigError, GearbrokerError
+
+#: Seconds to wait for the first worker of a Slurm or remote cluster.
+WORKER_WAIT_S = 300.0
+
+
+class IngestTaskError(GearbrokerError):
+    """A Dask task failed as a whole (not one file: a worker crash, a bug)."""
+
+
+@contextmanager
+def dask_client(
+    cluster: str | None, workers: int, slurm_section: Mapping[str, Any] | None = None
+) -> Iterator[Client]:
+    """A Dask client on the cluster ``cluster`` names, closed (and the cluster stopped) after."""
+    workers = max(1, workers)
+    name = cluster or "local"
+    if name == "local":
+        local = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            silence_logs=logging.ERROR,
+        )
+        with local, Client(local) as client:  # type: ignore[no-untyped-call]
+            yield client
+    elif name == "threads":
+        local = LocalCluster(  # type: ignore[no-untyped-call]
+            n_workers=1,
+            threads_per_worker=workers,
+            processes=False,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            silence_logs=logging.ERROR,
+        )
+        with local, Client(local) as client:  # type: ignore[no-untyped-call]
+            yield client
+    elif name == "slurm":
+        from backends.slurm.dask import slurm_cluster
+
+        if not slurm_section:
+            raise ConfigError("--cluster slurm needs the [backends.slurm] site config")
+        with slurm_cluster(slurm_section, workers) as jobs, Client(jobs) as client:  # type: ignore[no-untyped-call]
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            yield client
+    elif "://" in name:
+        try:
+            client = Client(name, timeout=30)  # type: ignore[no-untyped-call]
+        except OSError as exc:
+            raise ConfigError(f"cannot reach the Dask scheduler at {name}: {exc}") from exc
+        with client:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+            yield client
+    else:
+        raise ConfigError(f"unknown --cluster {name!r}: local, threads, slurm or tcp://host:port")
+
+
+def worker_count(client: Client) -> int:
+    """The number of worker threads the cluster has now (at least 1)."""
+    info = client.scheduler_info()
+    return max(1, sum(int(w.get("nthreads", 1)) for w in info.get("workers", {}).values()))
+
+
+def pump(
+    client: Client,
+    task: Callable[..., Any],
+    spec: Any,
+    payloads: Iterator[tuple[Any, Any]],
+    in_flight: int,
+) -> Iterator[tuple[Any, Any]]:
+    """Run ``task(spec, payload)`` for each ``(tag, payload)``, at most ``in_flight`` at once,
+    yielding ``(tag, result)`` as tasks finish.  ``payloads`` is consumed lazily, so a
+    streamed listing never sits in memory; a task that raises raises IngestTaskError."""
+    tags: dict[Any, Any] = {}
+    done = as_completed()  # type: ignore[no-untyped-call]
+
+    def submit() -> bool:
+        try:
+            tag, payload = next(payloads)
+        except StopIteration:
+            return False
+        future = client.submit(task, spec, payload, pure=False)
+        tags[future.key] = tag
+        done.add(future)  # type: ignore[no-untyped-call]
+        return True
+
+    for _ in range(max(1, in_flight)):
+        if not submit():
+            break
+    for future in done:
+        tag = tags.pop(future.key)
+        try:
+            result = future.result()
+        except Exception as exc:
+            raise IngestTaskError(f"an ingest task failed: {exc!r}") from exc
+        finally:
+            future.release()
+        yield tag, result
+        submit()

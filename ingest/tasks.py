@@ -1,0 +1,246 @@
+"""The work Dask workers do: scan headers, store files, pack series; compact records back.
+
+Every task takes a :class:`WorkSpec` (small and picklable: the source's address, the blob
+store's URL, the mapping and de-id profile) and a shard, and returns one plain dict per
+object (or per series).  A failure of one file is that file's ``error`` record, never the
+task's: the ingest carries on.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+
+from catalog.blobstore import BlobInfo, BlobStore, open_blobstore
+from catalog.errors import GearbrokerError
+from ingest.deid import Profile, check_blob, deidentify
+from ingest.dicom import (
+    HEAD_BYTES,
+    DicomFileError,
+    MappingOptions,
+    header_fields,
+    map_header,
+    read_header,
+)
+from ingest.sources import Source
+
+#: Zips above this size spill from memory to a temp file while they are built.
+SPOOL_BYTES = 256 * 1024 * 1024
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+_STORES: dict[tuple[str, tuple[tuple[str, Any], ...]], BlobStore] = {}
+
+Record = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """What every task needs; ``profile`` None means no de-identification."""
+
+    source: Source
+    store_url: str
+    store_options: dict[str, Any] = field(default_factory=dict)
+    mapping: MappingOptions = field(default_factory=MappingOptions)
+    profile: Profile | None = None
+
+    def store(self) -> BlobStore:
+        """The blob store, opened once per worker process."""
+        key = (self.store_url, tuple(sorted(self.store_options.items())))
+        if key not in _STORES:
+            _STORES[key] = open_blobstore(self.store_url, **self.store_options)
+        return _STORES[key]
+
+
+def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
+    """Phase 1 of a packed DICOM ingest: read each header (a ranged read of the head, the
+    whole object only when the header is longer), de-identify it, map it."""
+    out = []
+    for key, size, etag, *_rest in objects:
+        record: Record = {"key": key, "size": size, "etag": etag}
+        try:
+            data = spec.source.read_range(key, 0, HEAD_BYTES)
+            ds, offset = read_header(data, size)
+            if offset is None and len(data) < size:
+                data = spec.source.read(key)
+                ds, offset = read_header(data, size)
+            log = deidentify(ds, spec.profile) if spec.profile else []
+            target = map_header(header_fields(ds), spec.mapping, key)
+        except GearbrokerError as exc:
+            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
+            continue
+        detail = dict(target.detail)
+        if log:
+            detail["deid"] = log
+        out.append(
+            {
+                **record,
+                "status": "scanned",
+                "group_key": target.group_key,
+                "position": target.position,
+                "subject": target.subject,
+                "session": target.session,
+                "acquisition": target.acquisition,
+                "name": target.name,
+                "detail": detail,
+            }
+        )
+    return out
+
+
+def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
+    """Single-phase DICOM ingest (no packing): read each file once, check and map its
+    header, de-identify, store the blob."""
+    out = []
+    for key, size, etag, *_rest in objects:
+        record: Record = {"key": key, "size": size, "etag": etag}
+        try:
+            data = spec.source.read(key)
+            ds, _offset = read_header(data, len(data))
+            log: list[str] = []
+            if spec.profile:
+                data, log, ds = _deidentified(data, spec.profile)
+            target = map_header(header_fields(ds), spec.mapping, key)
+            blob = spec.store().put_bytes(data)
+        except GearbrokerError as exc:
+            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
+            continue
+        detail = dict(target.detail)
+        if log:
+            detail["deid"] = log
+        out.append(
+            {
+                **record,
+                "status": "stored",
+                "group_key": target.group_key,
+                "position": target.position,
+                "subject": target.subject,
+                "session": target.session,
+                "acquisition": target.acquisition,
+                "name": target.name,
+                "sha256": blob.sha256,
+                "stored_size": blob.size,
+                "detail": detail,
+            }
+        )
+    return out
+
+
+def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
+    """Folder ingest: store each file as it is (DICOM files de-identified when a profile is
+    given); placement was decided from the path by the driver."""
+    out = []
+    for key, size, etag, subject, session, acquisition, name in objects:
+        record: Record = {
+            "key": key,
+            "size": size,
+            "etag": etag,
+            "subject": subject,
+            "session": session,
+            "acquisition": acquisition,
+            "name": name,
+        }
+        try:
+            data = spec.source.read(key)
+            log: list[str] = []
+            if spec.profile and data[128:132] == b"DICM":
+                data, log, _ds = _deidentified(data, spec.profile)
+            blob = spec.store().put_bytes(data)
+        except GearbrokerError as exc:
+            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
+            continue
+        detail: dict[str, Any] = {"deid": log} if log else {}
+        out.append(
+            {
+                **record,
+                "status": "stored",
+                "sha256": blob.sha256,
+                "stored_size": blob.size,
+                "detail": detail,
+            }
+        )
+    return out
+
+
+def pack_groups(spec: WorkSpec, groups: Sequence[Record]) -> list[Record]:
+    """Phase 2 of a packed DICOM ingest: one ``.dicom.zip`` per series.
+
+    Each group is ``{"group_key", "members": [[item_id, key, size, member_name], ...]}`` in
+    archive order.  A member whose name repeats (the same SOP instance twice) is left out as
+    a duplicate; a member that fails to read is left out as an error.  Returns one record
+    per group: the zip's digest and size and the per-member ``outcomes`` that are not
+    "stored" (``[item_id, status, reason]``).
+    """
+    out = []
+    for group in groups:
+        outcomes: list[list[Any]] = []
+        seen: dict[str, str] = {}
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+                for item_id, key, size, member in group["members"]:
+                    if member in seen:
+                        outcomes.append([item_id, "duplicate", f"same instance as {seen[member]}"])
+                        continue
+                    try:
+                        data = spec.source.read(key)
+                        if len(data) != size:
+                            raise DicomFileError(
+                                f"size changed since listing ({size} -> {len(data)})"
+                            )
+                        if spec.profile:
+                            data, _log, _ds = _deidentified(data, spec.profile)
+                    except GearbrokerError as exc:
+                        outcomes.append([item_id, "error", str(exc)])
+                        continue
+                    seen[member] = key
+                    archive.writestr(zipfile.ZipInfo(member, _ZIP_TIME), data)
+            blob = _put_spooled(spec.store(), spool) if seen else None
+        out.append(
+            {
+                "group_key": group["group_key"],
+                "sha256": blob.sha256 if blob else None,
+                "stored_size": blob.size if blob else 0,
+                "members": len(seen),
+                "outcomes": outcomes,
+            }
+        )
+    return out
+
+
+def _put_spooled(store: BlobStore, spool: Any) -> BlobInfo:
+    size = spool.seek(0, io.SEEK_END)
+    spool.seek(0)
+    if size <= SPOOL_BYTES:
+        return store.put_bytes(spool.read())
+    return store.put_stream(spool)
+
+
+def _deidentified(data: bytes, profile: Profile) -> tuple[bytes, list[str], Dataset]:
+    """The file rewritten by ``profile`` (encoding kept), the change log and the dataset."""
+    try:
+        ds = dcmread(io.BytesIO(data))
+        log = deidentify(ds, profile)
+        buffer = io.BytesIO()
+        ds.save_as(buffer)
+    except (ValueError, TypeError, OSError) as exc:
+        raise DicomFileError(f"cannot de-identify: {exc}") from exc
+    return buffer.getvalue(), log, ds
+
+
+def verify_blobs(spec: WorkSpec, digests: Sequence[str]) -> list[list[Any]]:
+    """``[sha256, problems]`` for every stored blob in which PHI named by the profile survives."""
+    assert spec.profile is not None
+    store = spec.store()
+    bad = []
+    for digest in digests:
+        with store.open(digest) as fh:
+            data = fh.read()
+        problems = check_blob(data, spec.profile)
+        if problems:
+            bad.append([digest, problems[:20]])
+    return bad

@@ -1,0 +1,210 @@
+"""DICOM ingests from a local folder (SQLite and PostgreSQL): packing, hazards, idempotence."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+from sqlalchemy import select
+
+from catalog.catalog import Catalog
+from catalog.models import AuditEvent, Container, File
+from ingest import report
+from ingest.options import IngestOptions
+from ingest.start import run_ingest, start_ingest
+from ingest.synthetic import SeriesSpec, make_slice, uid_for
+from tests.ingest.corpus import (
+    all_files,
+    blob,
+    current_files,
+    expected_series_sizes,
+    hazard_corpus,
+    summary_counts,
+    zip_members,
+)
+
+
+def ingest(cat: Catalog, store_url: str, source: Path | str, **options: Any) -> dict[str, Any]:
+    """Run one ingest to its end on a threaded local cluster; returns its report summary."""
+    opts = IngestOptions(
+        kind=options.pop("kind", "dicom"),
+        source=str(source),
+        group="lab",
+        project=options.pop("project", "study"),
+        **{"shard_files": 7, **options},
+    )
+    run_id = start_ingest(cat, opts)
+    run_ingest(cat, run_id, store_url=store_url, cluster="threads", workers=2)
+    return report.summary(cat.db, run_id)
+
+
+@pytest.fixture
+def lab(catalog: Catalog) -> Catalog:
+    catalog.create_group("lab")
+    return catalog
+
+
+def test_packs_each_series_once_and_reports_every_hazard(
+    lab: Catalog, store_url: str, tmp_path: Path
+) -> None:
+    corpus = hazard_corpus(tmp_path / "src")
+    summary = ingest(lab, store_url, corpus.root)
+    assert summary["state"] == "done"
+    assert summary_counts(summary) == {"stored": corpus.instances, "error": 2, "duplicate": 1}
+    problems = {
+        key: (status, reason) for key, status, reason in report.problems(lab.db, summary["id"])
+    }
+    assert problems["P0001/truncated.dcm"][0] == "error"
+    assert "truncated" in problems["P0001/truncated.dcm"][1]
+    assert problems["README.txt"] == ("error", problems["README.txt"][1])
+    assert "not a DICOM file" in problems["README.txt"][1]
+    assert problems["P0002/copy_of_slice.dcm"][0] == "duplicate"
+
+    files = current_files(lab)
+    sizes = expected_series_sizes(corpus)
+    assert len(files) == len(sizes)  # one zip per series, the split series included
+    for file in files:
+        assert file.name.endswith(".dicom.zip") and file.type == "dicom"
+        members = zip_members(blob(lab, file.sha256))
+        series_uid = file.info["header"]["dicom"]["SeriesInstanceUID"]
+        assert len(members) == sizes[series_uid]
+        for data in members.values():
+            assert dcmread(io.BytesIO(data)).SeriesInstanceUID == series_uid
+        assert file.modality == "MR"
+    t1 = next(f for f in files if f.name == "1 - T1w_MPRAGE.dicom.zip")
+    assert t1.classification == {"Intent": ["Structural"], "Measurement": ["T1"]}
+    assert t1.origin_type == "ingest"
+
+    tree = {n.label: n for n in lab.tree("lab/study", depth=3, files=False)}
+    assert sorted(tree) == ["P0001", "P0002", "P0003"]
+    sessions = tree["P0001"].children
+    assert len(sessions) == 2 and all(s.label.endswith("Research MRI") for s in sessions)
+    assert sorted(a.label for a in sessions[0].children) == ["1 - T1w_MPRAGE", "2 - fMRI_rest"]
+
+    with lab.db.session(readonly=True) as session:
+        actions = list(session.scalars(select(AuditEvent.action)))
+    assert actions.count("ingest.start") == 1 and actions.count("ingest.finish") == 1
+    assert "ingest.batch" in actions and "upload" not in actions
+
+    again = ingest(lab, store_url, corpus.root)  # the same ingest again: nothing changes
+    assert summary_counts(again) == {"unchanged": corpus.instances, "error": 2, "duplicate": 1}
+    assert [(f.id, f.sha256) for f in all_files(lab)] == [(f.id, f.sha256) for f in files]
+
+
+def test_no_pack_stores_each_instance_once(lab: Catalog, store_url: str, tmp_path: Path) -> None:
+    corpus = hazard_corpus(tmp_path / "src")
+    summary = ingest(lab, store_url, corpus.root, pack=False)
+    assert summary_counts(summary) == {"stored": corpus.instances, "error": 2, "duplicate": 1}
+    files = current_files(lab)
+    assert len(files) == corpus.instances
+    assert all(
+        f.name.endswith(".dcm") and f.name[:-4] == f.info["header"]["dicom"]["SOPInstanceUID"]
+        for f in files
+    )
+    again = ingest(lab, store_url, corpus.root, pack=False)
+    # Both copies of the duplicated slice now match the stored file: unchanged.
+    assert summary_counts(again) == {"unchanged": corpus.instances + 1, "error": 2}
+    assert len(all_files(lab)) == corpus.instances
+
+
+def test_skip_existing_only_reads_new_files(lab: Catalog, store_url: str, tmp_path: Path) -> None:
+    corpus = hazard_corpus(tmp_path / "src")
+    first = ingest(lab, store_url, corpus.root, exclude=("P0003/*",), pack=False)
+    stored_first = summary_counts(first)["stored"]
+    second = ingest(lab, store_url, corpus.root, skip_existing=True, pack=False)
+    counts = summary_counts(second)
+    assert counts["skipped"] == stored_first  # known from the first run: never read again
+    assert counts["stored"] == corpus.instances - stored_first
+    reasons = {r for _k, s, r in report.problems(lab.db, second["id"]) if s == "skipped"}
+    assert reasons == {"stored by an earlier ingest"}
+    assert len(all_files(lab)) == corpus.instances
+
+
+def test_same_series_in_two_studies_and_missing_uids(
+    lab: Catalog, store_url: str, tmp_path: Path
+) -> None:
+    shared = uid_for("shared-series")
+    root = tmp_path / "src"
+    root.mkdir()
+    for study in (1, 2):
+        spec = SeriesSpec("P9", "X^Y", uid_for("study", study), shared, 3, "T2w", slices=2)
+        for index in range(2):
+            make_slice(spec, index).save_as(
+                root / f"s{study}_{index}.dcm", enforce_file_format=True
+            )
+    orphan = make_slice(SeriesSpec("P9", "X^Y", uid_for("study", 1), generate_uid(), 4, "DWI"), 0)
+    del orphan.SeriesInstanceUID
+    orphan.save_as(root / "no_series_uid.dcm", enforce_file_format=True)
+
+    loose = ingest(lab, store_url, root)
+    assert summary_counts(loose) == {"stored": 5}
+    hazards = {h["key"]: h["hazards"] for h in loose["hazards"]}
+    assert hazards["no_series_uid.dcm"] == ["missing SeriesInstanceUID"]
+    assert any("another study" in h[0] for h in hazards.values())
+    with lab.db.session(readonly=True) as session:
+        acquisitions = session.scalars(
+            select(Container).where(Container.level == "acquisition")
+        ).all()
+    assert sorted(a.label for a in acquisitions) == ["3 - T2w", "3 - T2w", "4 - DWI"]
+
+    strict = ingest(lab, store_url, root, strict_uid=True, project="strict")
+    assert summary_counts(strict) == {"error": 5}
+    reasons = sorted({r for _k, _s, r in report.problems(lab.db, strict["id"])})
+    assert reasons == [
+        "SeriesInstanceUID also in another study (--strict-uid)",
+        "missing SeriesInstanceUID (--strict-uid)",
+    ]
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    lab: Catalog, store_url: str, tmp_path: Path
+) -> None:
+    corpus = hazard_corpus(tmp_path / "src")
+    summary = ingest(lab, store_url, corpus.root, dry_run=True)
+    assert summary["state"] == "planned"
+    assert current_files(lab) == []
+    rows = list(report.plan(lab.db, summary["id"]))
+    assert len(rows) == len(corpus.specs)
+    assert all(r.create == ("subject", "session", "acquisition") for r in rows)
+    assert sum(r.files for r in rows) == corpus.instances + 1  # the duplicate is found later
+    ingest(lab, store_url, corpus.root)
+    again = ingest(lab, store_url, corpus.root, dry_run=True)
+    rows = list(report.plan(lab.db, again["id"]))
+    assert all(r.create == () and r.existing_names == 1 for r in rows)
+
+
+def test_folder_template_with_duplicates(lab: Catalog, store_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    for sub, ses, acq, name, text in [
+        ("s1", "base", "anat", "t1.nii", "A"),
+        ("s1", "base", "anat", "t1_copy.nii", "A"),
+        ("s1", "base", "func", "bold.nii", "B"),
+        ("s2", "base", "anat", "t1.nii", "C"),
+    ]:
+        (root / f"sub-{sub}" / f"ses-{ses}" / acq).mkdir(parents=True, exist_ok=True)
+        (root / f"sub-{sub}" / f"ses-{ses}" / acq / name).write_text(text)
+    (root / "stray.txt").write_text("outside the template")
+    summary = ingest(
+        lab, store_url, root, kind="folder", template="sub-{subject}/ses-{session}/{acquisition}/*",
+        detect_duplicates=True,
+    )  # fmt: skip
+    assert summary_counts(summary) == {"stored": 3, "duplicate": 1, "skipped": 1}
+    first, other = (lab.get(f"lab/study/{sub}/base/anat/files/t1.nii") for sub in ("s1", "s2"))
+    assert isinstance(first, File) and isinstance(other, File)
+    assert first.size == 1 and first.sha256 != other.sha256
+
+
+def test_ingest_needs_write_access(
+    lab: Catalog, as_user: Any, store_url: str, tmp_path: Path
+) -> None:
+    from catalog.errors import PermissionDeniedError
+
+    lab.create_project("lab", "study")
+    reader = as_user("reader")
+    lab.add_permission("lab/study", "reader", "ro")
+    with pytest.raises(PermissionDeniedError):
+        ingest(reader, store_url, hazard_corpus(tmp_path / "src").root)

@@ -1,0 +1,145 @@
+"""Sources, templates, header mapping, de-id profiles and progress lines, without a cluster."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+
+from catalog.errors import ConfigError, NotFoundError
+from ingest.deid import (
+    DeidProfileError,
+    check_dataset,
+    deidentify,
+    hash_uid,
+    parse_profile,
+    shift_date,
+)
+from ingest.dicom import DicomFileError, MappingOptions, header_fields, map_header, read_header
+from ingest.progress import progress_line
+from ingest.sources import KeyFilter, LocalFolderSource, globs, open_source
+from ingest.synthetic import SeriesSpec, make_slice, uid_for
+from ingest.templates import TemplateError, compile_template, load_template
+
+
+def _slice_bytes(**changes: object) -> bytes:
+    spec = SeriesSpec("P1", "Doe^John", uid_for("st"), uid_for("se"), 7, "T1w_MPRAGE", slices=2)
+    ds = make_slice(spec, 0)
+    for key, value in changes.items():
+        setattr(ds, key, value)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def test_local_listing_is_in_key_order_and_resumes_after_any_key(tmp_path: Path) -> None:
+    for rel in ["b0.dcm", "b/c.dcm", "b/a/x.dcm", "a.dcm", "b-1.dcm", "c/d/e.dcm"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    source = LocalFolderSource(tmp_path)
+    keys = [obj.key for obj in source.iter_objects()]
+    assert keys == sorted(keys) and len(keys) == 6
+    for after in keys:
+        assert [o.key for o in source.iter_objects(after)] == [k for k in keys if k > after]
+    assert source.read_range("b/c.dcm", 2, 3) == b"c.d"
+    with pytest.raises(NotFoundError):
+        LocalFolderSource(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="not supported"):
+        open_source("gs://bucket/x")
+
+
+def test_key_filter_globs() -> None:
+    keys = KeyFilter(include=globs(["*.dcm,*.IMA"]), exclude=("tmp/*",))
+    assert keys.accepts("a/b/x.dcm") and keys.accepts("y.IMA")
+    assert not keys.accepts("tmp/x.dcm") and not keys.accepts("notes.txt")
+
+
+def test_templates_place_paths() -> None:
+    template = compile_template("sub-{subject}/ses-{session}/{acquisition}/*.nii*")
+    place = template.place("sub-01/ses-pre/anat/t1.nii.gz", {})
+    assert place is not None
+    assert (place.subject, place.session, place.acquisition, place.name) == (
+        "01", "pre", "anat", "t1.nii.gz",
+    )  # fmt: skip
+    assert template.place("sub-01/anat/t1.nii", {}) is None
+    assert template.place("x-01/ses-pre/anat/t1.nii", {}) is None
+    override = template.place("sub-01/ses-pre/anat/t1.nii", {"subject": "S9"})
+    assert override is not None and override.subject == "S9"
+    assert compile_template("{subject}/{_site}/*").place("a/b/c", {}).session is None  # type: ignore[union-attr]
+    for bad in ("{subject}/{subject}/*", "{patient}/*", "{subject}", "a//b"):
+        with pytest.raises(TemplateError):
+            compile_template(bad)
+
+
+def test_yaml_template(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text("- pattern: 'sub-{subject}'\n- pattern: '{session}'\n")
+    assert load_template(str(path)).text == "sub-{subject}/{session}/*"
+
+
+def test_headers_map_to_labels_and_hazards() -> None:
+    ds, offset = read_header(_slice_bytes())
+    assert offset is not None
+    fields = header_fields(ds)
+    assert fields["SeriesNumber"] == 7 and fields["Rows"] == 64
+    assert fields["ImageType"] == ["ORIGINAL", "PRIMARY", "M", "ND"]
+    target = map_header(fields, MappingOptions(subject_map={"P1": "sub-01"}), "x/y.dcm")
+    assert (target.subject, target.session, target.acquisition) == (
+        "sub-01", "2024-03-14 Research MRI", "7 - T1w_MPRAGE",
+    )  # fmt: skip
+    assert target.group_key == f"{uid_for('se')}|{uid_for('st')}"
+    assert target.detail["classification"]["Measurement"] == ["T1"]
+    assert target.name == f"{fields['SOPInstanceUID']}.dcm"
+    fields.pop("SeriesInstanceUID")
+    loose = map_header(fields, MappingOptions(), "k")
+    assert loose.detail["hazards"] == ["missing SeriesInstanceUID"]
+    assert loose.group_key.startswith("no-series-uid-")
+    with pytest.raises(DicomFileError, match="strict"):
+        map_header(fields, MappingOptions(strict_uid=True), "k")
+
+
+def test_truncated_and_foreign_files_are_refused() -> None:
+    data = _slice_bytes()
+    with pytest.raises(DicomFileError, match="truncated"):
+        read_header(data[:-10])
+    with pytest.raises(DicomFileError, match="truncated"):
+        read_header(data[:600])
+    with pytest.raises(DicomFileError, match="not a DICOM"):
+        read_header(b"hello" * 100)
+    _ds, offset = read_header(data[:600], size=len(data))  # a head: the caller reads more
+    assert offset is None
+
+
+def test_deid_profile_actions_and_check() -> None:
+    profile = parse_profile(
+        {"name": "t", "dicom": {"salt": "s", "date-increment": 10, "recurse-sequence": True,
+         "fields": [{"name": "PatientName", "replace-with": "X"}, {"name": "0x00100030", "remove": True},
+                    {"name": "StudyDate", "increment-date": True}, {"name": "PatientID", "hash": True},
+                    {"name": "SOPInstanceUID", "hashuid": True}]}}
+    )  # fmt: skip
+    ds = dcmread(io.BytesIO(_slice_bytes()))
+    assert check_dataset(ds, profile)  # the original fails the check
+    original_uid = ds.SOPInstanceUID
+    log = deidentify(ds, profile)
+    assert "PatientName: replace-with" in log and "PatientBirthDate" not in ds
+    assert ds.StudyDate == "20240324" and len(ds.PatientID) == 16
+    assert (
+        ds.SOPInstanceUID == hash_uid(original_uid, "s") == ds.file_meta.MediaStorageSOPInstanceUID
+    )
+    assert check_dataset(ds, profile) == []
+    assert shift_date("20240229", 1) == "20240301" and shift_date("junk", 1) is None
+    for bad in ({}, {"dicom": {"fields": [{"name": "PatientName", "remove": 1}]}},
+                {"dicom": {"fields": [{"name": "NoSuchKeyword", "remove": True}]}},
+                {"dicom": {"unknown": 1}}):  # fmt: skip
+        with pytest.raises(DeidProfileError):
+            parse_profile(bad)
+
+
+def test_progress_line() -> None:
+    stats = {"phase": "scan", "done": 500, "listed": 1000, "listing_done": True,
+             "done_bytes": 5e6, "started": 100.0, "errors": 2}  # fmt: skip
+    assert progress_line(stats, now=110.0) == (
+        "[scan] 500/1,000 files  5.0 MB  50 files/s  ETA 0:00:10  errors 2"
+    )
