@@ -187,7 +187,7 @@ def _show(interactive: bool, line: str) -> None:
 def _finish(run_id: int, params: dict[str, Any]) -> None:
     db = state().catalog.db
     summary = report.summary(db, run_id)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if summary["state"] == runs.PLANNED:
         report.write_plan(db, run_id, out)
     report.write_text(summary, out, db)
@@ -238,7 +238,7 @@ def follow_command(run_id: int) -> None:
 def report_command(run_id: int, fmt: str, plan: bool, deid_log: bool) -> None:
     """The report of an ingest: stage times, counts by status, every problem."""
     db = state().catalog.db
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     if plan:
         report.write_plan(db, run_id, out)
     elif deid_log:

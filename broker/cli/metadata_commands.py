@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import TextIO, cast
+from typing import IO, TextIO, cast
 
 import click
 
@@ -99,7 +99,7 @@ def search(
     columns: str | None,
     fmt: str,
     limit: int | None,
-    output: click.utils.LazyFile | None,
+    output: IO[str] | None,
 ) -> None:
     """Search the catalog; a Data View: one row per match with columns from any level.
 
