@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     results[f"ingest_s3_{mode}"] = result
                     _show(f"ingest s3 ({mode})", result)
+                _delete_bucket(endpoint, bucket)
         if args.orthanc:
             results["orthanc"] = _rate(
                 len(paths), size, _orthanc(work / "orthanc", paths, args.workers)
@@ -253,6 +254,15 @@ def _upload(endpoint: str, corpus: Path, workers: int) -> str:
         )
     print(f"  uploaded to S3 in {time.perf_counter() - started:.0f} s")
     return bucket
+
+
+def _delete_bucket(endpoint: str, bucket: str) -> None:
+    client = boto3.client("s3", endpoint_url=endpoint)
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+        if keys:
+            client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    client.delete_bucket(Bucket=bucket)
 
 
 def _get_rate(endpoint: str, bucket: str, workers: int) -> float:
