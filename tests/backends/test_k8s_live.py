@@ -135,7 +135,8 @@ def test_watch_dropped_mid_run_loses_no_event(
     backend: KubernetesBackend, root: Path, server: KubeTestServer
 ) -> None:
     wait_for(backend, [], timeout=10)  # the watch is up
-    server.drop_watch_after(2)
+    server.drop_watch_after(2)  # taken by the next watch request ...
+    server.cut_watches()  # ... which this forces: the resumed stream then drops mid-run
     tasks = [make_task(root, f"echo {i}") for i in range(4)]
     ids = [backend.submit(t, RUNTIME) for t in tasks]
     lists_before = server.count("list", "jobs")
