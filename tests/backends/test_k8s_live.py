@@ -144,7 +144,7 @@ def test_watch_dropped_mid_run_loses_no_event(
     assert [s.state for s in statuses] == [S.COMPLETED] * 4
     assert [log_text(t) for t in tasks] == [f"{i}\n" for i in range(4)]
     watcher = backend.watcher
-    assert watcher.reconnects >= 2 and watcher.relists == 1  # resumed, not relisted
+    assert watcher.reconnects >= 1 and watcher.relists == 1  # resumed, not relisted
     assert server.count("list", "jobs") == lists_before  # statuses came from the watch
 
 
