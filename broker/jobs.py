@@ -326,17 +326,23 @@ def retry_job(cat: Catalog, job_id: int) -> Job:
         destination=destination,
         backend=old.backend,
         runtime=old.runtime,
-        priority="medium",
-        options=dict(old.options),
+        options=carried_options(old.options),
     )
-    new = create_job(cat, request)
-    with cat.db.session() as session:
-        row = lock_job(session, new.id)
-        assert row is not None
-        row.previous_job_id = old.id
-        row.attempt = old.attempt + 1
-        row.priority = old.priority
-        return row
+    with cat.db.session() as session:  # the attempt and its link commit together
+        new = create_job_in(session, cat, request)
+        new.previous_job_id = old.id
+        new.attempt = old.attempt + 1
+        new.priority = old.priority
+        return new
+
+
+#: Options that describe one run (what it was given, whether a cancel was sent), not the job.
+_PER_RUN_OPTIONS = ("cancel_sent", "resources")
+
+
+def carried_options(options: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+    """A job's options for its next attempt: per-run keys dropped, ``changes`` applied."""
+    return {k: v for k, v in {**options, **changes}.items() if k not in _PER_RUN_OPTIONS}
 
 
 def new_attempt(session: Session, job: Job, reason: str, **options: Any) -> Job:
@@ -362,11 +368,7 @@ def new_attempt(session: Session, job: Job, reason: str, **options: Any) -> Job:
         destination_id=dest.id if dest is not None else None,
         backend=job.backend,
         runtime=job.runtime,
-        options={
-            k: v
-            for k, v in {**job.options, **options}.items()
-            if k not in ("cancel_sent", "resources")
-        },
+        options=carried_options(job.options, **options),
         attempt=job.attempt + 1,
         previous_job_id=job.id,
         batch_id=job.batch_id,
