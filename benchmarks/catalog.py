@@ -47,7 +47,7 @@ from sqlalchemy import make_url  # noqa: E402
 from catalog import filetypes  # noqa: E402
 from catalog.bulk import COLUMNS, FileRow, bulk_insert_files  # noqa: E402
 from catalog.catalog import Catalog  # noqa: E402
-from catalog.db import Database, upgrade  # noqa: E402
+from catalog.db import SQLITE_PRAGMAS, Database, upgrade  # noqa: E402
 from catalog.indexes import create_info_index  # noqa: E402
 
 GOAL_INSERT = 50_000
@@ -168,7 +168,7 @@ def _raw_connection(url: str) -> Iterator[Any]:
     """A plain driver connection, configured as the catalog configures its own."""
     if url.startswith("sqlite"):
         conn = sqlite3.connect(make_url(url).database or "", isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON"):
+        for pragma in SQLITE_PRAGMAS:
             conn.execute(f"PRAGMA {pragma}")
         try:
             yield conn

@@ -13,8 +13,9 @@ in odd ones), both sides run ``--runs / --rounds`` times the same trivial gear (
 - broker: ``create_job`` for each job, then an in-process Dispatcher serving those jobs to the
   end (claim, stage, submit to the local Dask backend, supervisor, poll, finalize with outputs,
   log and provenance in the catalog).  One backend (Dask cluster) per runtime is started, and
-  warmed up with a few jobs, before any round; the dispatcher is the one ``make_dispatcher``
-  would build from the settings (only ``broker.max_concurrent`` is set, to ``--concurrency``).
+  warmed up with a few jobs, before any round; the dispatcher is configured as
+  ``make_dispatcher`` would from the settings (only ``broker.max_concurrent`` is set, to
+  ``--concurrency``).
 
 Per round, each side's time per run is its wall time divided by its runs; the report quotes
 medians over rounds of those, of the ratio broker/bare, and of the broker's overhead per job,
@@ -33,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -131,13 +132,18 @@ class TimedDispatcher(Dispatcher):
     noticed: dict[int, float]
     finalized: dict[int, float]
 
-    def _apply_status(self, job: Job, status: TaskStatus) -> bool:
+    def _poll(self, only: Collection[int] | None) -> tuple[bool, list[tuple[Job, TaskStatus]]]:
+        started, ended = super()._poll(only)
         seen = time.time()
-        changed = super()._apply_status(job, status)
-        if status.state.terminal:
+        for job, _status in ended:
             self.noticed.setdefault(job.id, seen)
-            self.finalized.setdefault(job.id, time.time())
-        return changed
+        return started, ended
+
+    def _finalize_all(self, ended: list[tuple[Job, TaskStatus]]) -> None:
+        super()._finalize_all(ended)
+        done = time.time()
+        for job, _status in ended:
+            self.finalized.setdefault(job.id, done)
 
 
 class Side:
@@ -167,6 +173,7 @@ class Side:
             settings.work_dir,
             backend_names=("local",),
             poll_interval=settings.poll_interval,
+            max_in_flight=settings.max_concurrent * 4,
         )
         dispatcher.noticed, dispatcher.finalized = self.noticed, self.finalized
         return dispatcher

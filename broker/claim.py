@@ -41,16 +41,24 @@ def claim_jobs(
     backends: Collection[str],
     limits: ClaimLimits,
     only: Collection[int] | None = None,
-) -> list[int]:
-    """Move the next pending jobs to ``queued`` for ``dispatcher``; returns their ids."""
-    active = session.execute(
+    ending: Collection[int] = (),
+) -> tuple[list[int], int]:
+    """Move the next pending jobs to ``queued`` for ``dispatcher``: (their ids, the in-flight
+    slots left free after them).
+
+    ``ending``: active jobs whose backend reported their end (about to be finalized); their
+    slots count as free."""
+    active_stmt = (
         select(Job.created_by, _project_of(), Job.backend)
         .join(Container, Container.id == Job.destination_id, isouter=True)
         .where(Job.state.in_(ACTIVE))
-    ).all()
+    )
+    if ending:
+        active_stmt = active_stmt.where(Job.id.not_in(list(ending)))
+    active = session.execute(active_stmt).all()
     room = limits.in_flight - sum(1 for *_, backend in active if backend in backends)
     if room <= 0:
-        return []
+        return [], room
     per_user = Counter(user for user, _, _ in active)
     per_project = Counter(project for _, project, _ in active)
     turn = func.row_number().over(partition_by=(Job.priority, Job.created_by), order_by=Job.id)
@@ -86,7 +94,7 @@ def claim_jobs(
         per_user[user] += 1
         per_project[project] += 1
     if not chosen:
-        return []
+        return [], room
     lock = select(Job).where(Job.id.in_(chosen), Job.state == JobState.PENDING.value)
     if session.get_bind().dialect.name == "postgresql":
         lock = lock.with_for_update(skip_locked=True)
@@ -94,4 +102,4 @@ def claim_jobs(
     for job in jobs:
         job.claimed_by = dispatcher
         transition(session, job, JobState.QUEUED, dispatcher=dispatcher)
-    return [job.id for job in jobs]
+    return [job.id for job in jobs], room - len(jobs)

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
@@ -28,20 +28,19 @@ from sqlalchemy.orm import Session
 from backends.base import Backend, BackendState, TaskStatus
 from broker.cache import cache_key, complete_from_cache, find_cached
 from broker.claim import ACTIVE, ClaimLimits, claim_jobs
-from broker.finalize import finalize_job
+from broker.finalize import Ended, finalize_jobs
+from broker.lookups import gear_manifest
 from broker.retry import RetrySettings, retry_if_due
 from broker.rule_engine import RuleEngine
 from broker.runtimes.base import ContainerRuntime
 from broker.runtimes.native import NativeRuntime
 from broker.staging import job_dir, stage_job
-from broker.states import Reason, lock_job, transition
+from broker.states import Reason, lock_job, lock_jobs, transition
 from broker.task import TaskSpec
 from broker.transport import LocalTransport
 from catalog.catalog import Catalog
 from catalog.errors import ConflictError, GearbrokerError
-from catalog.models import Gear, Job, JobState
-from catalog.tree import get_container
-from gearspec.manifest import load_manifest
+from catalog.models import Container, Gear, Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +49,18 @@ REMOTE_IN_FLIGHT = 5000
 
 BackendFactory = Callable[[str], Backend]
 RuntimeFactory = Callable[[str | None, str | None], ContainerRuntime]
+
+
+@dataclass
+class _Start:
+    """A claimed job, staged, with what it will run with."""
+
+    job: Job
+    task: TaskSpec
+    runtime: ContainerRuntime
+    runtime_version: str | None
+    image_digest: str | None
+    cache_key: str
 
 
 class DispatcherBusyError(ConflictError):
@@ -94,6 +105,8 @@ class Dispatcher:
         self._backends: dict[str, Backend] = {}
         self._lock_file: IO[str] | None = None
         self._last_poll = 0.0
+        #: Per backend: no free slot, so no claim until then (or until a job ends).
+        self._full_until: dict[str, float] = {}
         #: Set by backends that announce task changes (``notify_changes``): poll at once.
         self._changed = threading.Event()
 
@@ -166,56 +179,85 @@ class Dispatcher:
             self._changed.wait(min(left, 0.05))
 
     def step(self, only: Collection[int] | None = None) -> bool:
-        """One pass: cancellations, new jobs, status poll.  True if anything happened."""
+        """One pass: cancellations, status poll, new jobs, then finishing the ended ones.
+        True if anything happened.
+
+        New jobs are claimed (the ended ones' slots counting as free) and submitted before the
+        ended ones are finalized, so the backend has work while the catalog records results."""
         busy = self._send_cancellations(only)
         if only is None:
             busy = self.rules.fire() > 0 or busy
-        claimed = self._claim(only)
+        changed = self._changed.is_set()
+        self._changed.clear()
+        ended: list[tuple[Job, TaskStatus]] = []
+        if time.monotonic() - self._last_poll >= self.poll_interval or busy or changed:
+            started, ended = self._poll(only)
+            busy = busy or started or bool(ended)
+            self._last_poll = time.monotonic()
+        claimed = self._claim(only, {job.id for job, _status in ended})
         if claimed:
             self._start_all(claimed)
             busy = True
-        changed = self._changed.is_set()
-        self._changed.clear()
-        if time.monotonic() - self._last_poll >= self.poll_interval or busy or changed:
-            busy = self._poll(only) or busy
-            self._last_poll = time.monotonic()
+        self._finalize_all(ended)
         return busy
 
     # -- claim and start -------------------------------------------------------------
 
-    def _claim(self, only: Collection[int] | None) -> list[int]:
+    def _claim(self, only: Collection[int] | None, ending: Collection[int] = ()) -> list[int]:
         """Claim per backend: the local one runs as many as the machine allows; a scheduler
         (Slurm, Kubernetes) queues and throttles on its side, so far more may be in flight."""
         claimed: list[int] = []
+        now = time.monotonic()
         for name, limits in self.limits.items():
+            if not ending and self._full_until.get(name, 0.0) > now:
+                continue  # no slot freed here since the last look; others' jobs may end
             with self.cat.db.session() as session:
-                claimed += claim_jobs(session, self.name, (name,), limits, only)
+                ids, room = claim_jobs(session, self.name, (name,), limits, only, ending)
+            claimed += ids
+            if room <= 0:
+                self._full_until[name] = now + self.poll_interval
+            else:
+                self._full_until.pop(name, None)
         return claimed
 
     def _start_all(self, job_ids: list[int]) -> None:
-        """Prepare every claimed job, then submit them grouped by backend, runtime and gear
-        (a group becomes one submission where the backend supports it, e.g. a Slurm array)."""
-        groups: dict[tuple[str, str, int], list[tuple[int, TaskSpec, ContainerRuntime]]] = (
-            defaultdict(list)
-        )
-        for job_id in job_ids:
-            prepared = self._prepare(job_id)
-            if prepared is not None:
-                job, task, runtime = prepared
-                groups[(job.backend, runtime.name, job.gear_id)].append((job.id, task, runtime))
+        """Prepare every claimed job, record what it will run with (one transaction), then
+        submit them grouped by backend, runtime and gear (a group becomes one submission where
+        the backend supports it, e.g. a Slurm array)."""
+        with self.cat.db.session(readonly=True) as session:
+            jobs = session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.id)).all()
+            gears = {
+                g.id: g
+                for g in session.scalars(select(Gear).where(Gear.id.in_({j.gear_id for j in jobs})))
+            }
+            dest_ids = {j.destination_id for j in jobs if j.destination_id is not None}
+            dests = {
+                c.id: c
+                for c in session.scalars(select(Container).where(Container.id.in_(dest_ids)))
+            }
+        starts = []
+        for job in jobs:
+            assert job.destination_id is not None
+            start = self._prepare(job, gears[job.gear_id], dests[job.destination_id])
+            if start is not None:
+                starts.append(start)
+        groups: dict[tuple[str, str, int], list[_Start]] = defaultdict(list)
+        for start in self._record_starts(starts):
+            job = start.job
+            groups[(job.backend, start.runtime.name, job.gear_id)].append(start)
         for (backend_name, _runtime, _gear), items in groups.items():
-            runtime = items[0][2]
             try:
-                ids = self.backend(backend_name).submit_many([t for _, t, _ in items], runtime)
+                ids = self.backend(backend_name).submit_many(
+                    [s.task for s in items], items[0].runtime
+                )
             except (GearbrokerError, OSError) as exc:
-                for job_id, _task, _rt in items:
-                    self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))
+                for item in items:
+                    self._end_early(item.job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
                 continue
             with self.cat.db.session() as session:
-                for (job_id, _task, _rt), external_id in zip(items, ids, strict=True):
-                    row = lock_job(session, job_id)
-                    assert row is not None
-                    row.external_id = external_id
+                rows = lock_jobs(session, [s.job.id for s in items])
+                for item, external_id in zip(items, ids, strict=True):
+                    rows[item.job.id].external_id = external_id
 
     def _image_facts(self, runtime: ContainerRuntime, image: str) -> tuple[str | None, str | None]:
         """(digest, runtime version), asked once a minute per runtime and image."""
@@ -231,15 +273,9 @@ class Dispatcher:
             self._digests[key] = cached
         return cached[1], cached[2]
 
-    def _prepare(self, job_id: int) -> tuple[Job, TaskSpec, ContainerRuntime] | None:
+    def _prepare(self, job: Job, gear: Gear, dest: Container) -> _Start | None:
         """Cache check, staging and runtime choice for one claimed job (None: it ended)."""
-        with self.cat.db.session(readonly=True) as session:
-            job = session.get(Job, job_id)
-            assert job is not None
-            gear = session.get(Gear, job.gear_id)
-            assert gear is not None and job.destination_id is not None
-            dest = get_container(session, job.destination_id)
-        manifest = load_manifest(gear.manifest)
+        manifest = gear_manifest(gear)
         image = gear.image or manifest.image or ""
         try:
             backend = self.backend(job.backend)
@@ -250,9 +286,10 @@ class Dispatcher:
                 runtime = self._runtime_factory(job.runtime, preferred)
             digest, version = self._image_facts(runtime, image)
         except (GearbrokerError, OSError) as exc:
-            self._end_early(job_id, JobState.FAILED, Reason.SUBMIT, str(exc))
+            self._end_early(job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
             return None
-        key = cache_key(job, gear, image, digest or manifest.image_digest)
+        digest = digest or manifest.image_digest
+        key = cache_key(job, gear, image, digest)
         if not job.options.get("no_cache"):
             source = find_cached(self.cat, key, exclude=job.id)
             if source is not None:
@@ -261,21 +298,38 @@ class Dispatcher:
         try:
             task = stage_job(job, gear, manifest, dest, self.cat.blobs, self.work_dir)
         except (GearbrokerError, OSError) as exc:
-            self._end_early(job_id, JobState.FAILED, Reason.STAGING, str(exc))
+            self._end_early(job.id, JobState.FAILED, Reason.STAGING, str(exc))
             return None
-        if self._cancel_requested(job_id):
-            shutil.rmtree(task.job_dir, ignore_errors=True)
-            self._end_early(job_id, JobState.CANCELLED, Reason.CANCELLED, "cancelled before start")
-            return None
+        return _Start(job, task, runtime, version, digest, key)
+
+    def _record_starts(self, starts: list[_Start]) -> list[_Start]:
+        """Record each staged job's runtime, image digest and cache key in one transaction;
+        a job cancelled (or ended) meanwhile is dropped, and ends here if it had not."""
+        if not starts:
+            return []
+        kept = []
         with self.cat.db.session() as session:
-            row = lock_job(session, job_id)
-            assert row is not None
-            row.runtime = runtime.name
-            row.runtime_version = version
-            row.image_digest = digest or manifest.image_digest
-            row.cache_key = key
-            row.options = {**row.options, "resources": asdict(task.resources)}
-        return row, task, runtime
+            rows = lock_jobs(session, [s.job.id for s in starts])
+            for start in starts:
+                row = rows[start.job.id]
+                if row.cancel_requested_by or JobState(row.state).terminal:
+                    shutil.rmtree(start.task.job_dir, ignore_errors=True)
+                    if not JobState(row.state).terminal:
+                        message = "cancelled before start"
+                        row.reason_detail = message
+                        transition(
+                            session, row, JobState.CANCELLED, Reason.CANCELLED,
+                            message=message, by=row.cancel_requested_by,
+                        )  # fmt: skip
+                    continue
+                row.runtime = start.runtime.name
+                row.runtime_version = start.runtime_version
+                row.image_digest = start.image_digest
+                row.cache_key = start.cache_key
+                row.options = {**row.options, "resources": asdict(start.task.resources)}
+                start.job = row
+                kept.append(start)
+        return kept
 
     def _end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
         log.warning("job %s: %s: %s", job_id, reason.value, message)
@@ -287,10 +341,6 @@ class Dispatcher:
             row.reason_detail = message
             extra = {"by": row.cancel_requested_by} if state is JobState.CANCELLED else {}
             transition(session, row, state, reason, message=message, **extra)
-
-    def _cancel_requested(self, job_id: int) -> bool:
-        with self.cat.db.session(readonly=True) as session:
-            return bool(session.scalar(select(Job.cancel_requested_by).where(Job.id == job_id)))
 
     # -- cancel, poll, reconcile -----------------------------------------------------
 
@@ -321,34 +371,39 @@ class Dispatcher:
                 stmt = stmt.where(Job.id.in_(list(only)))
             return list(session.scalars(stmt))
 
-    def _poll(self, only: Collection[int] | None) -> bool:
-        """Ask each backend about all its active jobs in one batched call."""
+    def _poll(self, only: Collection[int] | None) -> tuple[bool, list[tuple[Job, TaskStatus]]]:
+        """Ask each backend about all its active jobs in one batched call and mark those
+        that started: (whether any started, the ended jobs with their statuses, which the
+        caller finalizes)."""
         groups: dict[str, list[Job]] = defaultdict(list)
         for job in self._active(only):
             if job.external_id is not None:
                 groups[job.backend].append(job)
-        changed = False
+        running: list[int] = []
+        ended: list[tuple[Job, TaskStatus]] = []
         for backend_name, jobs in groups.items():
             ids = [j.external_id for j in jobs if j.external_id is not None]
             statuses = self.backend(backend_name).status(ids)
             for job, status in zip(jobs, statuses, strict=True):
-                changed = self._apply_status(job, status) or changed
-        return changed
-
-    def _apply_status(self, job: Job, status: TaskStatus) -> bool:
-        if status.state is BackendState.RUNNING and job.state == JobState.QUEUED:
+                if status.state.terminal:
+                    ended.append((job, status))
+                elif status.state is BackendState.RUNNING and job.state == JobState.QUEUED:
+                    running.append(job.id)
+        if running:
             with self.cat.db.session() as session:
-                row = lock_job(session, job.id)
-                assert row is not None
-                if row.state == JobState.QUEUED:
-                    transition(session, row, JobState.RUNNING, external_id=row.external_id)
-            return True
-        if status.state.terminal:
-            finalize_job(
-                self.cat, job.id, status, job_dir(self.work_dir, job), retry=self._retry_hook
+                for row in lock_jobs(session, running).values():
+                    if row.state == JobState.QUEUED:
+                        transition(session, row, JobState.RUNNING, external_id=row.external_id)
+        return bool(running), ended
+
+    def _finalize_all(self, ended: list[tuple[Job, TaskStatus]]) -> None:
+        """Record the ended jobs' results, all in one transaction."""
+        if ended:
+            finalize_jobs(
+                self.cat,
+                [Ended(job.id, status, job_dir(self.work_dir, job)) for job, status in ended],
+                retry=self._retry_hook,
             )
-            return True
-        return False
 
     def _retry_hook(self, session: Session, job: Job, gear: Gear) -> None:
         retry_if_due(session, job, gear, self.retry)
@@ -358,7 +413,8 @@ class Dispatcher:
         for job in self._active(only):
             if job.external_id is None:
                 self._requeue(job)
-        self._poll(only)
+        _started, ended = self._poll(only)
+        self._finalize_all(ended)
 
     def _requeue(self, job: Job) -> None:
         """A job claimed but not recorded as submitted: adopt it if the backend has it

@@ -1,9 +1,10 @@
 """Finishing a job: outputs into the catalog, ``.metadata.json`` applied, provenance written.
 
 Order matters for "kill at any moment": output and log blobs are written durably first; then
-one transaction adds the file rows, applies the metadata, writes the provenance record and
-moves the job to its final state.  A crash before that commit leaves the job non-terminal
-with its folder intact, and the next finalize does the same work again.
+one transaction (a savepoint per job, when several end together) adds the file rows, applies
+the metadata, writes the provenance record and moves the job to its final state.  A crash
+before that commit leaves the job non-terminal with its folder intact, and the next finalize
+does the same work again.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from __future__ import annotations
 import copy
 import os
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from backends.base import BackendState, TaskStatus
 from broker.jobs import input_file, timestamps
+from broker.lookups import gear_manifest
 from broker.states import BACKEND_OUTCOME, Reason, lock_job, transition
 from catalog.access import Actor, actor_for, require
 from catalog.blobstore import BlobInfo
@@ -29,7 +32,6 @@ from catalog.paths import validate_file_name, validate_label
 from catalog.rules import enqueue_rule_matches
 from catalog.transfer import add_file_version
 from catalog.tree import ancestors, container_path, current_file, file_path, get_container
-from gearspec.manifest import load_manifest
 from gearspec.metadata import (
     ChangeSet,
     ContainerUpdate,
@@ -67,6 +69,26 @@ def store_log(job_dir: Path, cat: Catalog) -> BlobInfo | None:
 RetryHook = Callable[[Session, Job, Gear], object]
 
 
+@dataclass(frozen=True)
+class Ended:
+    """A job whose backend reports a terminal ``status``, with its job folder."""
+
+    job_id: int
+    status: TaskStatus
+    job_dir: Path
+
+
+@dataclass
+class _Results:
+    """An ended job's outputs and log, stored as blobs, and the outcome they imply."""
+
+    outputs: dict[str, BlobInfo]
+    log: BlobInfo | None
+    outcome: JobState
+    reason: Reason | None
+    problem: str | None
+
+
 def finalize_job(
     cat: Catalog, job_id: int, status: TaskStatus, job_dir: Path, retry: RetryHook | None = None
 ) -> Job:
@@ -75,80 +97,83 @@ def finalize_job(
     ``retry`` is called in the same transaction when the job failed, so a due retry exists
     exactly when the failure is recorded.
     """
-    outcome, reason = BACKEND_OUTCOME[status.state]
+    return finalize_jobs(cat, [Ended(job_id, status, job_dir)], retry)[0]
+
+
+def finalize_jobs(
+    cat: Catalog, ended: Sequence[Ended], retry: RetryHook | None = None
+) -> list[Job]:
+    """:func:`finalize_job` for many jobs: blobs first, then one transaction with a savepoint
+    per job, so a job whose results cannot be recorded fails alone (``finalize_error``)."""
+    stored = [_store_results(cat, e) for e in ended]
+    out: list[Job] = []
+    with cat.db.session() as session:
+        for end, results in zip(ended, stored, strict=True):
+            try:
+                with session.begin_nested():
+                    job = _record_end(session, end, results, retry)
+            except (GearbrokerError, OSError) as exc:
+                with session.begin_nested():
+                    job = _fail_finalize(session, end.job_id, str(exc), results.log)
+            out.append(job)
+    return out
+
+
+def _store_results(cat: Catalog, end: Ended) -> _Results:
+    outcome, reason = BACKEND_OUTCOME[end.status.state]
     outputs: dict[str, BlobInfo] = {}
     problem: str | None = None
-    if status.state is BackendState.COMPLETED:
+    if end.status.state is BackendState.COMPLETED:
         try:
-            outputs = collect_outputs(job_dir / "v0" / "output", cat)
+            outputs = collect_outputs(end.job_dir / "v0" / "output", cat)
         except (GearbrokerError, OSError) as exc:
             outcome, reason, problem = JobState.FAILED, Reason.FINALIZE, f"outputs: {exc}"
-    log = store_log(job_dir, cat)
-    try:
-        return _record_end(
-            cat, job_id, status, job_dir, outputs, log, outcome, reason, problem, retry
-        )
-    except (GearbrokerError, OSError) as exc:
-        return _fail_finalize(cat, job_id, str(exc), log)
+    return _Results(outputs, store_log(end.job_dir, cat), outcome, reason, problem)
 
 
-def _record_end(
-    cat: Catalog,
-    job_id: int,
-    status: TaskStatus,
-    job_dir: Path,
-    outputs: dict[str, BlobInfo],
-    log: BlobInfo | None,
-    outcome: JobState,
-    reason: Reason | None,
-    problem: str | None,
-    retry: RetryHook | None,
-) -> Job:
-    with cat.db.session() as session:
-        job = lock_job(session, job_id)
-        assert job is not None
-        if JobState(job.state).terminal:
-            return job
-        gear = session.get(Gear, job.gear_id)
-        assert gear is not None
-        dest = get_container(session, job.destination_id) if job.destination_id else None
-        produced: list[dict[str, Any]] = []
-        metadata_doc = None
-        if outcome is JobState.COMPLETE and dest is not None:
-            metadata_doc = read_metadata_doc(job_dir / "v0" / "output")
-            produced = apply_results(session, job, dest, outputs, metadata_doc)
-        job.exit_code = status.exit_code
-        job.reason_detail = problem or status.message
-        job.log_sha256 = log.sha256 if log else None
-        detail: dict[str, Any] = {"exit_code": status.exit_code}
-        if status.message:
-            detail["message"] = status.message
-        if outcome is JobState.CANCELLED and job.cancel_requested_by:
-            detail["by"] = job.cancel_requested_by
-        transition(session, job, outcome, reason, **detail)
-        session.flush()
-        session.refresh(job, ["events"])
-        record = provenance_record(session, job, gear, produced, log)
-        if metadata_doc is not None:
-            record["metadata"] = metadata_doc
-        job.provenance = record
-        if dest is not None and dest.level == Level.ANALYSIS:
-            dest.provenance = record
-        if outcome is JobState.FAILED and retry is not None:
-            retry(session, job, gear)
+def _record_end(session: Session, end: Ended, results: _Results, retry: RetryHook | None) -> Job:
+    status, outcome = end.status, results.outcome
+    job = lock_job(session, end.job_id)
+    if JobState(job.state).terminal:
         return job
+    gear = session.get(Gear, job.gear_id)
+    assert gear is not None
+    dest = get_container(session, job.destination_id) if job.destination_id else None
+    produced: list[dict[str, Any]] = []
+    metadata_doc = None
+    if outcome is JobState.COMPLETE and dest is not None:
+        metadata_doc = read_metadata_doc(end.job_dir / "v0" / "output")
+        produced = apply_results(session, job, dest, results.outputs, metadata_doc)
+    job.exit_code = status.exit_code
+    job.reason_detail = results.problem or status.message
+    job.log_sha256 = results.log.sha256 if results.log else None
+    detail: dict[str, Any] = {"exit_code": status.exit_code}
+    if status.message:
+        detail["message"] = status.message
+    if outcome is JobState.CANCELLED and job.cancel_requested_by:
+        detail["by"] = job.cancel_requested_by
+    transition(session, job, outcome, results.reason, **detail)
+    session.flush()
+    session.refresh(job, ["events"])
+    record = provenance_record(session, job, gear, produced, results.log)
+    if metadata_doc is not None:
+        record["metadata"] = metadata_doc
+    job.provenance = record
+    if dest is not None and dest.level == Level.ANALYSIS:
+        dest.provenance = record
+    if outcome is JobState.FAILED and retry is not None:
+        retry(session, job, gear)
+    return job
 
 
-def _fail_finalize(cat: Catalog, job_id: int, message: str, log: BlobInfo | None) -> Job:
-    with cat.db.session() as session:
-        job = lock_job(session, job_id)
-        assert job is not None
-        if JobState(job.state).terminal:
-            return job
-        job.reason_detail = message
-        job.log_sha256 = log.sha256 if log else None
-        transition(session, job, JobState.FAILED, Reason.FINALIZE, message=message)
+def _fail_finalize(session: Session, job_id: int, message: str, log: BlobInfo | None) -> Job:
+    job = lock_job(session, job_id)
+    if JobState(job.state).terminal:
         return job
+    job.reason_detail = message
+    job.log_sha256 = log.sha256 if log else None
+    transition(session, job, JobState.FAILED, Reason.FINALIZE, message=message)
+    return job
 
 
 def apply_results(
@@ -261,7 +286,7 @@ def provenance_record(
     session: Session, job: Job, gear: Gear, outputs: list[dict[str, Any]], log: BlobInfo | None
 ) -> dict[str, Any]:
     """Everything needed to know how the outputs were made (stored on the job and analysis)."""
-    manifest = load_manifest(gear.manifest)
+    manifest = gear_manifest(gear)
     dest = get_container(session, job.destination_id) if job.destination_id else None
     return {
         "job": {

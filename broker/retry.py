@@ -18,10 +18,10 @@ from datetime import timedelta
 from sqlalchemy.orm import Session
 
 from broker.jobs import new_attempt
+from broker.lookups import gear_manifest
 from broker.states import Reason
 from catalog.models import Gear, Job, utcnow
 from gearspec.extensions import ExitClass
-from gearspec.manifest import load_manifest
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ def plan_retry(
     job: Job, gear: Gear, settings: RetrySettings
 ) -> tuple[str, dict[str, object]] | None:
     """(why, option changes) when ``job``'s failure deserves another attempt, else None."""
-    manifest = load_manifest(gear.manifest)
+    manifest = gear_manifest(gear)
     policy = manifest.extension.retry
     if job.reason == Reason.OUT_OF_MEMORY:
         memory = (job.options.get("resources") or {}).get("memory_mb")
@@ -69,7 +69,7 @@ def retry_if_due(session: Session, job: Job, gear: Gear, settings: RetrySettings
     if plan is None:
         return None
     why, changes = plan
-    manifest_backoff = load_manifest(gear.manifest).extension.retry.backoff_seconds
+    manifest_backoff = gear_manifest(gear).extension.retry.backoff_seconds
     base = job.options.get("retry_backoff")
     if not isinstance(base, int | float):
         base = manifest_backoff or settings.backoff_seconds

@@ -68,13 +68,25 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} (sqlite, postgresql)")
 
 
+#: Set on every SQLite connection.  WAL with ``synchronous=NORMAL``: a commit survives a crash
+#: of the process (not always a power cut).  A 64 MiB page cache (SQLite's default: 2 MiB)
+#: holds the hot index pages of a million-file catalog, and checkpoints every 64 MiB of WAL
+#: (default: 4 MiB) fsync the database 16 times less often during bulk writes.
+SQLITE_PRAGMAS = (
+    "journal_mode=WAL",
+    "synchronous=NORMAL",
+    "foreign_keys=ON",
+    "cache_size=-65536",
+    "wal_autocheckpoint=16384",
+)
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
+        for pragma in SQLITE_PRAGMAS:
+            cur.execute(f"PRAGMA {pragma}")
         cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         cur.close()
 

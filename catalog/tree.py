@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, select
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm.util import identity_key
 
 from catalog.errors import ConflictError, InvalidInputError, NotFoundError, PathError
 from catalog.models import (
@@ -65,19 +66,41 @@ def resolve_container(session: Session, parsed: ParsedPath) -> Container:
     if parsed.anchor_id is not None:
         node = get_container(session, parsed.anchor_id)
     else:
-        node = None
-        walked: list[str] = []
-        for label in parsed.labels:
-            walked.append(label)
-            node = find_child(session, node, label)
-            if node is None:
-                level = HIERARCHY[len(walked) - 1].value
-                raise NotFoundError(f"no {level} {format_path(walked)!r}")
-        if node is None:
+        if not parsed.labels:
             raise PathError("the path names no container")
+        node = _walk(session, parsed.labels)
     if parsed.analysis is not None:
         node = find_analysis(session, node, parsed.analysis)
     return node
+
+
+#: One alias per hierarchy level, built once (building aliases costs more than the query).
+_CHAIN = tuple(aliased(Container, name=f"walk_{level.value}") for level in HIERARCHY)
+
+
+def _walk(session: Session, labels: tuple[str, ...]) -> Container:
+    """The container at the end of a label path: one query for the whole chain; when it
+    finds nothing, a level-by-level walk says which level is missing."""
+    chain = _CHAIN[: len(labels)]
+    top = chain[0]
+    stmt = select(*chain).where(
+        top.level == Level.GROUP, top.parent_id.is_(None), top.label == labels[0]
+    )
+    for parent, child, label in zip(chain, chain[1:], labels[1:], strict=False):
+        stmt = stmt.join(
+            child,
+            and_(child.parent_id == parent.id, child.label == label, child.level != Level.ANALYSIS),
+        )
+    row = session.execute(stmt).one_or_none()
+    if row is not None:
+        return row[-1]  # type: ignore[no-any-return]
+    node: Container | None = None
+    for depth, label in enumerate(labels, start=1):
+        node = find_child(session, node, label)
+        if node is None:
+            level = HIERARCHY[depth - 1].value
+            raise NotFoundError(f"no {level} {format_path(labels[:depth])!r}")
+    raise NotFoundError(f"no container {format_path(labels)!r}")  # changed meanwhile
 
 
 def resolve(session: Session, path: str | ParsedPath) -> Container | File:
@@ -117,10 +140,20 @@ def new_container(
 
 
 def ancestors(session: Session, container: Container) -> list[Container]:
-    """The container's ancestors top-down (excluding itself), in one query."""
+    """The container's ancestors top-down (excluding itself): those this session holds
+    already, the others in one query."""
     ids = [getattr(container, col) for col in ANCESTOR_COLUMNS.values()]
     wanted = [i for i in ids if i is not None and i != container.id]
-    rows = {c.id: c for c in session.scalars(select(Container).where(Container.id.in_(wanted)))}
+    rows: dict[int, Container] = {}
+    for i in wanted:
+        held = session.identity_map.get(identity_key(Container, i))
+        if isinstance(held, Container):
+            rows[i] = held
+    missing = [i for i in wanted if i not in rows]
+    if missing:
+        rows.update(
+            (c.id, c) for c in session.scalars(select(Container).where(Container.id.in_(missing)))
+        )
     return [rows[i] for i in wanted if i in rows]
 
 

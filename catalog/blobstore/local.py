@@ -2,11 +2,11 @@
 
 Layout: ``<root>/sha256/ab/cd/<hex>`` for blobs, ``<root>/tmp/`` for writes in
 progress (same filesystem, so the final ``os.replace`` is atomic).  A put hashes
-while it copies (one read pass), fsyncs the file, renames it into place and
-fsyncs the directory.  Blobs are mode 0o444 so that a hard link in a job folder
-cannot be opened for writing by an unprivileged process; hard links share the
-inode, so a privileged process could still alter the store through such a link:
-job staging must mount its inputs read-only.
+while it copies (one read pass); unless the blob is already stored, it then fsyncs
+the file, renames it into place and fsyncs the directory.  Blobs are mode 0o444 so
+that a hard link in a job folder cannot be opened for writing by an unprivileged
+process; hard links share the inode, so a privileged process could still alter the
+store through such a link: job staging must mount its inputs read-only.
 """
 
 from __future__ import annotations
@@ -94,10 +94,12 @@ class LocalBlobStore(BlobStore):
             with os.fdopen(fd, "wb") as out:
                 while chunk := reader.read(CHUNK_SIZE):
                     out.write(chunk)
+                info = reader.info()
+                if self._refresh_existing(self._path(info.sha256), info.size):
+                    return info  # already durable: no fsync for a copy that is dropped
                 out.flush()
                 os.fsync(out.fileno())
                 os.fchmod(out.fileno(), BLOB_MODE)
-            info = reader.info()
             self._commit(tmp, info)
         except OSError as exc:
             raise StoreError(f"cannot store blob: {exc}") from exc

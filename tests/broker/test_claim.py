@@ -21,7 +21,7 @@ def _pending(cat: Catalog, ref: str, path: str, users: list[str], **request: obj
 
 def _claim(cat: Catalog, limits: ClaimLimits) -> list[int]:
     with cat.db.session() as session:
-        return claim_jobs(session, "test", ("local",), limits)
+        return claim_jobs(session, "test", ("local",), limits)[0]
 
 
 def test_users_take_turns_within_a_priority(
