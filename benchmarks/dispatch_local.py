@@ -8,8 +8,8 @@ in odd ones), both sides run ``--runs / --rounds`` times the same trivial gear (
 ``bash -c 'echo ok > output/x'``) with ``--concurrency`` runs at a time:
 
 - bare: the exact command line the runtime builds for the job's ContainerSpec (same image,
-  mounts, env, user, limits), on a folder staged beforehand (staging is not timed); podman
-  gets ``--rm`` (the broker instead runs the container, then ``podman rm``);
+  mounts, env, user, limits, and ``--rm`` as the gear sets no memory limit), on a folder
+  staged beforehand (staging is not timed);
 - broker: ``create_job`` for each job, then an in-process Dispatcher serving those jobs to the
   end (claim, stage, submit to the local Dask backend, supervisor, poll, finalize with outputs,
   log and provenance in the catalog).  One backend (Dask cluster) per runtime is started, and
@@ -213,9 +213,8 @@ class Side:
             task = stage_job(template, gear, manifest, dest, self.cat.blobs, work)
             name = f"gb-bare-{self.runtime}-{uuid.uuid4().hex[:12]}"
             argv = runtime.argv(replace(task.container, name=name))
-            if self.runtime in ("podman", "docker"):
-                at = argv.index("run") + 1
-                argv[at:at] = ["--rm"]
+            if self.runtime in ("podman", "docker") and "--rm" not in argv:
+                sys.exit(f"{self.runtime}: expected --rm in {argv}")
             argvs.append(argv)
             folders.append(Path(task.job_dir))
 

@@ -171,7 +171,8 @@ class Supervisor:
             )
         else:
             state, message = BackendState.FAILED, f"exit code {code}{self._log_tail()}"
-        self._remove()
+        if run.stop_reason is not None or not self.runtime.removes_itself(self.task.container):
+            self._remove()
         return self._record(state, code, message, started, output)
 
     def _oom_killed(self) -> bool:

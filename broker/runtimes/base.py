@@ -35,6 +35,11 @@ class ContainerRuntime(ABC):
         """A command that stops the running container by name; None: signal the process."""
         return None
 
+    def removes_itself(self, spec: ContainerSpec) -> bool:
+        """Whether :meth:`argv` has the engine remove the container when it exits by itself
+        (then :meth:`remove_argv` is needed only after a stop or kill)."""
+        return False
+
     def remove_argv(self, spec: ContainerSpec) -> list[str] | None:
         """A command that removes the exited container (after inspection); None if none."""
         return None

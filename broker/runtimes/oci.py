@@ -1,11 +1,15 @@
 """What podman and docker share: one ``run`` command line, stop/remove/inspect helpers.
 
-The container is created without ``--rm``: after it exits the broker asks
-:meth:`OciRuntime.oom_killed`, then removes it with :meth:`OciRuntime.remove_argv`.
+A container with a memory limit is created without ``--rm``: after it exits the broker asks
+:meth:`OciRuntime.oom_killed`, then removes it with :meth:`OciRuntime.remove_argv`.  One
+without a limit cannot be killed for exceeding it, so nothing needs inspecting: it runs with
+``--rm`` and the engine removes it on exit (:meth:`OciRuntime.removes_itself`), which costs
+less than a second CLI call.  ``remove_argv`` still serves after a stop or kill.
 
 Argv contract of :meth:`OciRuntime.argv`::
 
-    [env K=V ...] <binary> run <extra_args...> --name <name> [--network=none] --workdir <dir>
+    [env K=V ...] <binary> run [--rm] <extra_args...> --name <name> [--network=none]
+        --workdir <dir>
         --mount type=bind,source=<src>,target=<dst>[,readonly] ...   (one per mount)
         --env K=V ...                                               (one element per variable)
         [--user uid:gid] --cpus <n> [--memory <N>m --memory-swap <N>m] [--pids-limit <n>]
@@ -71,7 +75,10 @@ class OciRuntime(ContainerRuntime):
 
     def argv(self, spec: ContainerSpec) -> list[str]:
         check_spec(spec, MOUNT_FORBIDDEN)
-        out = self.cli("run", *self.extra_args, "--name", spec.name)
+        out = self.cli("run")
+        if self.removes_itself(spec):
+            out.append("--rm")
+        out += [*self.extra_args, "--name", spec.name]
         if not spec.network:
             out.append("--network=none")
         out += ["--workdir", spec.workdir]
@@ -114,11 +121,17 @@ class OciRuntime(ContainerRuntime):
     def stop_argv(self, spec: ContainerSpec) -> list[str]:
         return self.cli("stop", "-t", str(self.stop_timeout_s), spec.name)
 
+    def removes_itself(self, spec: ContainerSpec) -> bool:
+        return spec.resources.memory_mb is None
+
     def remove_argv(self, spec: ContainerSpec) -> list[str]:
         return self.cli("rm", "-f", spec.name)
 
     def oom_killed(self, spec: ContainerSpec, transport: Transport, cwd: str | None = None) -> bool:
-        """``.State.OOMKilled`` of the exited container; CommandError if it cannot be inspected."""
+        """``.State.OOMKilled`` of the exited container; CommandError if it cannot be inspected.
+        False for a container without a memory limit (it has no limit to exceed, and is gone)."""
+        if self.removes_itself(spec):
+            return False
         fmt = "{{.State.OOMKilled}}"
         done = transport.run(self.cli("inspect", "--type", "container", "--format", fmt, spec.name))
         return done.stdout.strip() == "true"

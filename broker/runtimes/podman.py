@@ -37,6 +37,8 @@ class PodmanRuntime(OciRuntime):
         return json.dumps([command])
 
     def oom_killed(self, spec: ContainerSpec, transport: Transport, cwd: str | None = None) -> bool:
+        if self.removes_itself(spec):
+            return False
         if super().oom_killed(spec, transport, cwd):
             return True
         return cwd is not None and (Path(cwd) / "oom").is_file()

@@ -108,9 +108,11 @@ def test_docker_argv_golden(tmp_path: Path) -> None:
     spec = make_spec(
         tmp_path, network=True, user=None, resources=Resources(cpus=0.5, memory_mb=None, gpus=2)
     )
+    # no memory limit: nothing to inspect for an OOM kill, so the engine removes it (--rm)
     assert DockerRuntime(pids_limit=None).argv(spec) == [
         "docker",
         "run",
+        "--rm",
         "--name",
         "gb-job-7-1",
         "--workdir",
@@ -127,6 +129,14 @@ def test_docker_argv_golden(tmp_path: Path) -> None:
         "-c",
         "run.sh $HOME",
     ]
+
+
+def test_oci_runtime_removes_only_containers_without_memory_limit() -> None:
+    limited = ContainerSpec(name="a", image="x:1", argv=["true"], resources=Resources(memory_mb=64))
+    free = ContainerSpec(name="b", image="x:1", argv=["true"])
+    for runtime in (PodmanRuntime(), DockerRuntime()):
+        assert runtime.removes_itself(free) and "--rm" in runtime.argv(free)
+        assert not runtime.removes_itself(limited) and "--rm" not in runtime.argv(limited)
 
 
 def test_oci_helper_commands() -> None:
