@@ -138,8 +138,7 @@ def _prepare(session: Session, cat: Catalog, request: JobRequest, lookups: Looku
             raise InvalidInputError(f"input {name}={path!r} names a container, not a file")
         cat._require_obj(session, obj, RoleName.READ_ONLY)
         records[name] = input_record(session, name, obj, lookups)
-    _check_invocation(manifest, request.config, records)
-    resolved, _ = check_config(manifest, request.config)
+    resolved = _check_invocation(manifest, request.config, records)
     target = _destination(session, cat, request, records)
     require(session, cat.actor, target, RoleName.READ_WRITE)
     return _Prepared(gear, manifest, records, resolved, target)
@@ -187,7 +186,7 @@ def create_jobs_in(
         gear = prep.gear
         if gear_category(prep.manifest) in ANALYSIS_CATEGORIES:
             label = f"{gear.name} {utcnow():%Y-%m-%d %H:%M:%S}"
-            prep.target = new_container(session, prep.target, label, Level.ANALYSIS)
+            prep.target = new_container(session, prep.target, label, Level.ANALYSIS, flush=False)
         job = Job(
             gear_id=gear.id,
             state=JobState.PENDING.value,
@@ -195,7 +194,6 @@ def create_jobs_in(
             created_by=cat.actor.username,
             config=prep.config,
             inputs=prep.records,
-            destination_id=prep.target.id,
             backend=request.backend,
             runtime=request.runtime,
             options=dict(request.options),
@@ -206,6 +204,9 @@ def create_jobs_in(
         path = looked.container_path(session, prep.target)
         made.append((cat, job, prep, path))
         out.append(job)
+    session.flush()  # the new analyses, in one statement
+    for _cat, job, prep, _path in made:
+        job.destination_id = prep.target.id  # known now for the new analyses too
     session.add_all([job for _cat, job, _prep, _path in made])
     session.flush()
     for cat, job, prep, path in made:
@@ -230,12 +231,14 @@ def _resolve_input(session: Session, path: str) -> Container | File:
 
 def _check_invocation(
     manifest: Manifest, config: Mapping[str, Any], records: Mapping[str, Mapping[str, Any]]
-) -> None:
-    _, issues = check_config(manifest, config)
+) -> dict[str, Any]:
+    """The resolved config; InvocationError with every config and input problem."""
+    resolved, issues = check_config(manifest, config)
     files = [input_file(r, Path(r["file_name"])) for r in records.values()]
     issues.extend(check_inputs(manifest, files, check_sources=False))
     if issues:
         raise InvocationError(sorted(issues), source=f"run of gear {manifest.name}")
+    return resolved
 
 
 def _destination(

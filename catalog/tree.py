@@ -122,9 +122,15 @@ def current_file(session: Session, container_id: int, name: str) -> File | None:
 
 
 def new_container(
-    session: Session, parent: Container | None, label: str, level: Level | None = None
+    session: Session,
+    parent: Container | None,
+    label: str,
+    level: Level | None = None,
+    *,
+    flush: bool = True,
 ) -> Container:
-    """Create a child container (flushes to get its id); checks label and sibling clashes."""
+    """Create a child container (flushed to get its id, unless ``flush`` is False: then it
+    has its id after the caller's next flush); checks label and sibling clashes."""
     level = level or child_level(parent)
     validate_label(label, level)
     if level is not Level.ANALYSIS and find_child(session, parent, label) is not None:
@@ -135,7 +141,8 @@ def new_container(
         for column, value in parent.ancestor_ids().items():
             setattr(container, column, value)
     session.add(container)
-    session.flush()
+    if flush:
+        session.flush()
     return container
 
 

@@ -21,13 +21,14 @@ def check_config(
 ) -> tuple[dict[str, Any], list[Issue]]:
     """The resolved config and every problem: unknown keys, missing required keys (no
     default, not optional) and values that break their spec, with paths ``$.config.<key>``."""
+    specs = manifest.config
     issues = [
         Issue(child("$.config", key), "unknown config key")
         for key in user_config
-        if key not in manifest.config
+        if key not in specs
     ]
     resolved: dict[str, Any] = {}
-    for key, spec in manifest.config.items():
+    for key, spec in specs.items():
         path = child("$.config", key)
         if key in user_config:
             value = user_config[key]
