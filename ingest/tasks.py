@@ -13,12 +13,13 @@ import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
-from catalog.blobstore import BlobInfo, BlobStore, open_blobstore
+from catalog.blobstore import BlobStore, open_blobstore
+from catalog.blobstore.base import BlobBatch
 from catalog.errors import GearbrokerError
 from ingest.deid import Profile, check_blob, deidentify
 from ingest.dicom import (
@@ -95,75 +96,75 @@ def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]
 
 def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
     """Single-phase DICOM ingest (no packing): read each file once, check and map its
-    header, de-identify, store the blob."""
-    out = []
-    for key, size, etag, *_rest in objects:
-        record: Record = {"key": key, "size": size, "etag": etag}
-        try:
-            data = spec.source.read(key)
-            ds, _offset = read_header(data, len(data))
-            log: list[str] = []
-            if spec.profile:
-                data, log, ds = _deidentified(data, spec.profile)
-            target = map_header(header_fields(ds), spec.mapping, key)
-            blob = spec.store().put_bytes(data)
-        except GearbrokerError as exc:
-            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
-            continue
-        detail = dict(target.detail)
-        if log:
-            detail["deid"] = log
-        out.append(
-            {
-                **record,
-                "status": "stored",
-                "group_key": target.group_key,
-                "position": target.position,
-                "subject": target.subject,
-                "session": target.session,
-                "acquisition": target.acquisition,
-                "name": target.name,
-                "sha256": blob.sha256,
-                "stored_size": blob.size,
-                "detail": detail,
-            }
-        )
-    return out
+    header, de-identify, store the blob (the shard's blobs are synced together)."""
+    with spec.store().batch() as batch:
+        return [_store_one_dicom(spec, batch, key, size, etag) for key, size, etag, *_ in objects]
+
+
+def _store_one_dicom(spec: WorkSpec, batch: BlobBatch, key: str, size: int, etag: str) -> Record:
+    record: Record = {"key": key, "size": size, "etag": etag}
+    try:
+        data = spec.source.read(key)
+        ds, _offset = read_header(data, len(data))
+        log: list[str] = []
+        if spec.profile:
+            data, log, ds = _deidentified(data, spec.profile)
+        target = map_header(header_fields(ds), spec.mapping, key)
+        blob = batch.put_bytes(data)
+    except GearbrokerError as exc:
+        return {**record, "status": "error", "detail": {"error": str(exc)}}
+    detail = dict(target.detail)
+    if log:
+        detail["deid"] = log
+    return {
+        **record,
+        "status": "stored",
+        "group_key": target.group_key,
+        "position": target.position,
+        "subject": target.subject,
+        "session": target.session,
+        "acquisition": target.acquisition,
+        "name": target.name,
+        "sha256": blob.sha256,
+        "stored_size": blob.size,
+        "detail": detail,
+    }
 
 
 def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
     """Folder ingest: store each file as it is (DICOM files de-identified when a profile is
     given); placement was decided from the path by the driver."""
     out = []
-    for key, size, etag, subject, session, acquisition, name in objects:
-        record: Record = {
-            "key": key,
-            "size": size,
-            "etag": etag,
-            "subject": subject,
-            "session": session,
-            "acquisition": acquisition,
-            "name": name,
-        }
-        try:
-            data = spec.source.read(key)
-            log: list[str] = []
-            if spec.profile and data[128:132] == b"DICM":
-                data, log, _ds = _deidentified(data, spec.profile)
-            blob = spec.store().put_bytes(data)
-        except GearbrokerError as exc:
-            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
-            continue
-        detail: dict[str, Any] = {"deid": log} if log else {}
-        out.append(
-            {
-                **record,
-                "status": "stored",
-                "sha256": blob.sha256,
-                "stored_size": blob.size,
-                "detail": detail,
+    with spec.store().batch() as batch:
+        for key, size, etag, subject, session, acquisition, name in objects:
+            record: Record = {
+                "key": key,
+                "size": size,
+                "etag": etag,
+                "subject": subject,
+                "session": session,
+                "acquisition": acquisition,
+                "name": name,
             }
-        )
+            try:
+                data = spec.source.read(key)
+                log: list[str] = []
+                if spec.profile and data[128:132] == b"DICM":
+                    data, log, _ds = _deidentified(data, spec.profile)
+                blob = batch.put_bytes(data)
+            except GearbrokerError as exc:
+                out.append({**record, "status": "error", "detail": {"error": str(exc)}})
+                continue
+            detail: dict[str, Any] = {"deid": log} if log else {}
+            out.append(
+                {
+                    **record,
+                    "status": "stored",
+                    "sha256": blob.sha256,
+                    "stored_size": blob.size,
+                    "detail": detail,
+                }
+            )
     return out
 
 
@@ -177,47 +178,44 @@ def pack_groups(spec: WorkSpec, groups: Sequence[Record]) -> list[Record]:
     "stored" (``[item_id, status, reason]``).
     """
     out = []
-    for group in groups:
-        outcomes: list[list[Any]] = []
-        seen: dict[str, str] = {}
-        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-            with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
-                for item_id, key, size, member in group["members"]:
-                    if member in seen:
-                        outcomes.append([item_id, "duplicate", f"same instance as {seen[member]}"])
-                        continue
-                    try:
-                        data = spec.source.read(key)
-                        if len(data) != size:
-                            raise DicomFileError(
-                                f"size changed since listing ({size} -> {len(data)})"
-                            )
-                        if spec.profile:
-                            data, _log, _ds = _deidentified(data, spec.profile)
-                    except GearbrokerError as exc:
-                        outcomes.append([item_id, "error", str(exc)])
-                        continue
-                    seen[member] = key
-                    archive.writestr(zipfile.ZipInfo(member, _ZIP_TIME), data)
-            blob = _put_spooled(spec.store(), spool) if seen else None
-        out.append(
-            {
-                "group_key": group["group_key"],
-                "sha256": blob.sha256 if blob else None,
-                "stored_size": blob.size if blob else 0,
-                "members": len(seen),
-                "outcomes": outcomes,
-            }
-        )
+    with spec.store().batch() as batch:
+        for group in groups:
+            out.append(_pack_group(spec, batch, group))
     return out
 
 
-def _put_spooled(store: BlobStore, spool: Any) -> BlobInfo:
-    size = spool.seek(0, io.SEEK_END)
-    spool.seek(0)
-    if size <= SPOOL_BYTES:
-        return store.put_bytes(spool.read())
-    return store.put_stream(spool)
+def _pack_group(spec: WorkSpec, batch: BlobBatch, group: Record) -> Record:
+    """One series' zip, built in memory (on disk past SPOOL_BYTES) and put in ``batch``."""
+    outcomes: list[list[Any]] = []
+    seen: dict[str, str] = {}
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+            for item_id, key, size, member in group["members"]:
+                if member in seen:
+                    outcomes.append([item_id, "duplicate", f"same instance as {seen[member]}"])
+                    continue
+                try:
+                    data = spec.source.read(key)
+                    if len(data) != size:
+                        raise DicomFileError(f"size changed since listing ({size} -> {len(data)})")
+                    if spec.profile:
+                        data, _log, _ds = _deidentified(data, spec.profile)
+                except GearbrokerError as exc:
+                    outcomes.append([item_id, "error", str(exc)])
+                    continue
+                seen[member] = key
+                archive.writestr(zipfile.ZipInfo(member, _ZIP_TIME), data)
+        blob = None
+        if seen:
+            spool.seek(0)
+            blob = batch.put_stream(cast(BinaryIO, spool))
+    return {
+        "group_key": group["group_key"],
+        "sha256": blob.sha256 if blob else None,
+        "stored_size": blob.size if blob else 0,
+        "members": len(seen),
+        "outcomes": outcomes,
+    }
 
 
 def _deidentified(data: bytes, profile: Profile) -> tuple[bytes, list[str], Dataset]:

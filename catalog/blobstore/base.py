@@ -9,9 +9,11 @@ verified content.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, ClassVar
@@ -134,6 +136,19 @@ class HashingReader:
         return BlobInfo(self._digest.hexdigest(), self._size)
 
 
+class BlobBatch:
+    """The put side of :meth:`BlobStore.batch`."""
+
+    def __init__(self, put_stream: Callable[[BinaryIO], BlobInfo]) -> None:
+        self._put_stream = put_stream
+
+    def put_stream(self, stream: BinaryIO) -> BlobInfo:
+        return self._put_stream(stream)
+
+    def put_bytes(self, data: bytes) -> BlobInfo:
+        return self._put_stream(io.BytesIO(data))
+
+
 class BlobStore(ABC):
     """A content-addressed store of immutable blobs named by their sha256.
 
@@ -162,6 +177,14 @@ class BlobStore(ABC):
     @abstractmethod
     def put_bytes(self, data: bytes) -> BlobInfo:
         """Store ``data``; durable once this returns."""
+
+    @contextmanager
+    def batch(self) -> Iterator[BlobBatch]:
+        """Puts whose durability is settled together when the block ends without an error:
+        a blob put in the batch is durable (and readable) only after the ``with`` block, which
+        is when its BlobInfo may be recorded anywhere.  The default puts each blob at once;
+        a local store defers the syncs of all of them to one at the end."""
+        yield BlobBatch(self.put_stream)
 
     @abstractmethod
     def open(self, sha256: str) -> BinaryIO:

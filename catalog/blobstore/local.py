@@ -11,6 +11,7 @@ store through such a link: job staging must mount its inputs read-only.
 
 from __future__ import annotations
 
+import ctypes
 import io
 import os
 import shutil
@@ -18,11 +19,13 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, ClassVar
 
 from catalog.blobstore.base import (
     CHUNK_SIZE,
+    BlobBatch,
     BlobInfo,
     BlobStore,
     GcReport,
@@ -43,6 +46,24 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the filesystem holding ``path``: False where the call is missing."""
+    syncfs = getattr(_LIBC, "syncfs", None)
+    if syncfs is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True
 
 
 def _temp_name(dest: Path) -> Path:
@@ -84,6 +105,20 @@ class LocalBlobStore(BlobStore):
         return self.put_stream(io.BytesIO(data))
 
     def put_stream(self, stream: BinaryIO) -> BlobInfo:
+        tmp, info = self._write_temp(stream, sync=True)
+        if tmp is not None:
+            try:
+                self._commit(tmp, info)
+            except OSError as exc:
+                raise StoreError(f"cannot store blob: {exc}") from exc
+            finally:
+                tmp.unlink(missing_ok=True)
+        return info
+
+    def _write_temp(self, stream: BinaryIO, sync: bool) -> tuple[Path | None, BlobInfo]:
+        """Copy ``stream`` to a temp file, hashing it: (the temp file, or None when the blob
+        is stored already, and the blob's info).  ``sync``: fsync it; else start its
+        writeback (the caller syncs it before it is renamed into place)."""
         reader = HashingReader(stream)
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
@@ -96,16 +131,69 @@ class LocalBlobStore(BlobStore):
                     out.write(chunk)
                 info = reader.info()
                 if self._refresh_existing(self._path(info.sha256), info.size):
-                    return info  # already durable: no fsync for a copy that is dropped
+                    tmp.unlink()
+                    return None, info  # already durable: nothing to sync for a dropped copy
                 out.flush()
-                os.fsync(out.fileno())
                 os.fchmod(out.fileno(), BLOB_MODE)
-            self._commit(tmp, info)
-        except OSError as exc:
-            raise StoreError(f"cannot store blob: {exc}") from exc
-        finally:
+                if sync:
+                    os.fsync(out.fileno())
+                elif hasattr(os, "posix_fadvise"):  # Linux: starts the writeback now
+                    os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
-        return info
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot store blob: {exc}") from exc
+            raise
+        return tmp, info
+
+    @contextmanager
+    def batch(self) -> Iterator[BlobBatch]:
+        """Puts written to temp files with their writeback started; at the end one sync of
+        the filesystem (or an fsync per file where ``syncfs`` is missing), the renames into
+        place, and one more sync for the new directory entries.  On an error in the block
+        the temp files are removed and no blob of the batch appears."""
+        pending: list[tuple[Path, BlobInfo]] = []
+
+        def put(stream: BinaryIO) -> BlobInfo:
+            tmp, info = self._write_temp(stream, sync=False)
+            if tmp is not None:
+                pending.append((tmp, info))
+            return info
+
+        try:
+            yield BlobBatch(put)
+            if pending:
+                self._sync([tmp for tmp, _info in pending])
+                folders: set[Path] = set()
+                for tmp, info in pending:
+                    final = self._path(info.sha256)
+                    if not self._refresh_existing(final, info.size):
+                        self._make_dirs(final.parent, sync=False)
+                        os.replace(tmp, final)
+                        folders.add(final.parent)
+                self._sync_dirs(folders)
+        except OSError as exc:
+            raise StoreError(f"cannot store blobs: {exc}") from exc
+        finally:
+            for tmp, _info in pending:
+                tmp.unlink(missing_ok=True)
+
+    def _sync(self, files: list[Path]) -> None:
+        """Make ``files`` durable: one ``syncfs`` of the store's filesystem, else fsyncs."""
+        if _syncfs(self.root):
+            return
+        for path in files:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _sync_dirs(self, folders: set[Path]) -> None:
+        if not folders or _syncfs(self.root):
+            return
+        for folder in {*folders, *(f.parent for f in folders), self._blobs}:
+            _fsync_dir(folder)
 
     def _commit(self, tmp: Path, info: BlobInfo) -> None:
         """Move a complete temp file to its final name, or drop it when the blob exists."""
@@ -126,14 +214,16 @@ class LocalBlobStore(BlobStore):
             return False
         return True
 
-    def _make_dirs(self, folder: Path) -> None:
-        """Create ``sha256/ab/cd`` as needed, fsyncing each parent that gained an entry."""
+    def _make_dirs(self, folder: Path, sync: bool = True) -> None:
+        """Create ``sha256/ab/cd`` as needed, fsyncing each parent that gained an entry
+        (unless ``sync`` is False: the caller syncs them)."""
         for sub in (folder.parent, folder):
             try:
                 sub.mkdir()
             except FileExistsError:
                 continue
-            _fsync_dir(sub.parent)
+            if sync:
+                _fsync_dir(sub.parent)
 
     # -- reading ---------------------------------------------------------
 

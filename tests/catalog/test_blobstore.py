@@ -345,6 +345,31 @@ def test_interrupted_stream_leaves_no_blob(case: Case) -> None:
     assert case.leftovers() == 0
 
 
+def test_batch_puts_appear_together_at_its_end(case: Case) -> None:
+    store = case.store
+    kept = store.put_bytes(b"stored before")
+    with store.batch() as batch:
+        first = batch.put_bytes(b"first of the batch")
+        again = batch.put_bytes(b"stored before")  # already stored: nothing to sync
+        second = batch.put_stream(io.BytesIO(b"second of the batch"))  # type: ignore[arg-type]
+        if store.scheme == "file":  # the local store defers the syncs and renames
+            assert not store.exists(first.sha256) and not store.exists(second.sha256)
+    assert again == kept
+    for info, data in ((first, b"first of the batch"), (second, b"second of the batch")):
+        assert read_all(store, info.sha256) == data
+    assert case.leftovers() == 0
+
+
+def test_batch_failing_inside_leaves_no_blob(case: Case) -> None:
+    store = case.store
+    with pytest.raises(RuntimeError, match="shard failed"), store.batch() as batch:
+        done = batch.put_bytes(b"written before the failure")
+        raise RuntimeError("shard failed")
+    if store.scheme == "file":
+        assert not store.exists(done.sha256)
+    assert case.leftovers() == 0
+
+
 _KILLED_UPLOAD = """
 import json, sys, time
 from pathlib import Path
