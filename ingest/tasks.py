@@ -26,6 +26,7 @@ from ingest.dicom import (
     HEAD_BYTES,
     DicomFileError,
     MappingOptions,
+    Target,
     header_fields,
     map_header,
     read_header,
@@ -75,23 +76,27 @@ def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]
         except GearbrokerError as exc:
             out.append({**record, "status": "error", "detail": {"error": str(exc)}})
             continue
-        detail = dict(target.detail)
-        if log:
-            detail["deid"] = log
-        out.append(
-            {
-                **record,
-                "status": "scanned",
-                "group_key": target.group_key,
-                "position": target.position,
-                "subject": target.subject,
-                "session": target.session,
-                "acquisition": target.acquisition,
-                "name": target.name,
-                "detail": detail,
-            }
-        )
+        out.append(_mapped(record, "scanned", target, log))
     return out
+
+
+def _mapped(record: Record, status: str, target: Target, log: list[str], **extra: Any) -> Record:
+    """``record`` with its status and where its header maps it (plus ``extra``)."""
+    detail = dict(target.detail)
+    if log:
+        detail["deid"] = log
+    return {
+        **record,
+        "status": status,
+        "group_key": target.group_key,
+        "position": target.position,
+        "subject": target.subject,
+        "session": target.session,
+        "acquisition": target.acquisition,
+        "name": target.name,
+        **extra,
+        "detail": detail,
+    }
 
 
 def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
@@ -113,22 +118,7 @@ def _store_one_dicom(spec: WorkSpec, batch: BlobBatch, key: str, size: int, etag
         blob = batch.put_bytes(data)
     except GearbrokerError as exc:
         return {**record, "status": "error", "detail": {"error": str(exc)}}
-    detail = dict(target.detail)
-    if log:
-        detail["deid"] = log
-    return {
-        **record,
-        "status": "stored",
-        "group_key": target.group_key,
-        "position": target.position,
-        "subject": target.subject,
-        "session": target.session,
-        "acquisition": target.acquisition,
-        "name": target.name,
-        "sha256": blob.sha256,
-        "stored_size": blob.size,
-        "detail": detail,
-    }
+    return _mapped(record, "stored", target, log, sha256=blob.sha256, stored_size=blob.size)
 
 
 def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
