@@ -1,4 +1,4 @@
-"""The dispatcher: claims pending jobs, stages and submits them, polls, finalizes.
+"""The dispatcher: claims pending jobs, has them started (:mod:`broker.starting`), polls, finalizes.
 
 The catalog is the only source of truth.  On PostgreSQL several dispatchers share the work
 (``SELECT ... FOR UPDATE SKIP LOCKED``); on SQLite one dispatcher runs at a time, enforced
@@ -18,7 +18,6 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
@@ -26,21 +25,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from backends.base import Backend, BackendState, TaskStatus
-from broker.cache import cache_key, complete_from_cache, find_cached
 from broker.claim import ACTIVE, ClaimLimits, claim_jobs
 from broker.finalize import Ended, finalize_jobs
-from broker.lookups import gear_manifest
 from broker.retry import RetrySettings, retry_if_due
 from broker.rule_engine import RuleEngine
-from broker.runtimes.base import ContainerRuntime
-from broker.runtimes.native import NativeRuntime
-from broker.staging import job_dir, stage_job
-from broker.states import Reason, lock_job, lock_jobs, transition
-from broker.task import TaskSpec
-from broker.transport import LocalTransport
+from broker.staging import job_dir
+from broker.starting import JobStarter, RuntimeFactory
+from broker.states import lock_job, lock_jobs, transition
 from catalog.catalog import Catalog
-from catalog.errors import ConflictError, GearbrokerError
-from catalog.models import Container, Gear, Job, JobState
+from catalog.errors import ConflictError
+from catalog.models import Gear, Job, JobState
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +42,6 @@ log = logging.getLogger(__name__)
 REMOTE_IN_FLIGHT = 5000
 
 BackendFactory = Callable[[str], Backend]
-RuntimeFactory = Callable[[str | None, str | None], ContainerRuntime]
-
-
-@dataclass
-class _Start:
-    """A claimed job, staged, with what it will run with."""
-
-    job: Job
-    task: TaskSpec
-    runtime: ContainerRuntime
-    runtime_version: str | None
-    image_digest: str | None
-    cache_key: str
 
 
 class DispatcherBusyError(ConflictError):
@@ -87,7 +68,6 @@ class Dispatcher:
     ) -> None:
         self.cat = cat
         self._backend_factory = backends
-        self._runtime_factory = runtimes
         self.work_dir = work_dir
         self.backend_names = tuple(backend_names)
         self.poll_interval = poll_interval
@@ -101,7 +81,7 @@ class Dispatcher:
         self.retry = retry or RetrySettings()
         self.rules = RuleEngine(cat)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._digests: dict[tuple[str, str], tuple[float, str | None, str | None]] = {}
+        self.starter = JobStarter(cat, self.backend, runtimes, work_dir)
         self._backends: dict[str, Backend] = {}
         self._lock_file: IO[str] | None = None
         self._last_poll = 0.0
@@ -196,7 +176,7 @@ class Dispatcher:
             self._last_poll = time.monotonic()
         claimed = self._claim(only, {job.id for job, _status in ended})
         if claimed:
-            self._start_all(claimed)
+            self.starter.start(claimed)
             busy = True
         self._finalize_all(ended)
         return busy
@@ -219,128 +199,6 @@ class Dispatcher:
             else:
                 self._full_until.pop(name, None)
         return claimed
-
-    def _start_all(self, job_ids: list[int]) -> None:
-        """Prepare every claimed job, record what it will run with (one transaction), then
-        submit them grouped by backend, runtime and gear (a group becomes one submission where
-        the backend supports it, e.g. a Slurm array)."""
-        with self.cat.db.session(readonly=True) as session:
-            jobs = session.scalars(select(Job).where(Job.id.in_(job_ids)).order_by(Job.id)).all()
-            gears = {
-                g.id: g
-                for g in session.scalars(select(Gear).where(Gear.id.in_({j.gear_id for j in jobs})))
-            }
-            dest_ids = {j.destination_id for j in jobs if j.destination_id is not None}
-            dests = {
-                c.id: c
-                for c in session.scalars(select(Container).where(Container.id.in_(dest_ids)))
-            }
-        starts = []
-        for job in jobs:
-            assert job.destination_id is not None
-            start = self._prepare(job, gears[job.gear_id], dests[job.destination_id])
-            if start is not None:
-                starts.append(start)
-        groups: dict[tuple[str, str, int], list[_Start]] = defaultdict(list)
-        for start in self._record_starts(starts):
-            job = start.job
-            groups[(job.backend, start.runtime.name, job.gear_id)].append(start)
-        for (backend_name, _runtime, _gear), items in groups.items():
-            try:
-                ids = self.backend(backend_name).submit_many(
-                    [s.task for s in items], items[0].runtime
-                )
-            except (GearbrokerError, OSError) as exc:
-                for item in items:
-                    self._end_early(item.job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
-                continue
-            with self.cat.db.session() as session:
-                rows = lock_jobs(session, [s.job.id for s in items])
-                for item, external_id in zip(items, ids, strict=True):
-                    rows[item.job.id].external_id = external_id
-
-    def _image_facts(self, runtime: ContainerRuntime, image: str) -> tuple[str | None, str | None]:
-        """(digest, runtime version), asked once a minute per runtime and image."""
-        key = (runtime.name, image)
-        cached = self._digests.get(key)
-        if cached is None or time.monotonic() - cached[0] > 60:
-            transport = LocalTransport()
-            cached = (
-                time.monotonic(),
-                runtime.image_digest(image, transport),
-                runtime.version(transport),
-            )
-            self._digests[key] = cached
-        return cached[1], cached[2]
-
-    def _prepare(self, job: Job, gear: Gear, dest: Container) -> _Start | None:
-        """Cache check, staging and runtime choice for one claimed job (None: it ended)."""
-        manifest = gear_manifest(gear)
-        image = gear.image or manifest.image or ""
-        try:
-            backend = self.backend(job.backend)
-            if backend.runtimes is not None and not backend.runtimes:
-                runtime: ContainerRuntime = NativeRuntime()  # e.g. Kubernetes runs images itself
-            else:
-                preferred = manifest.preferred_runtime or backend.default_runtime
-                runtime = self._runtime_factory(job.runtime, preferred)
-            digest, version = self._image_facts(runtime, image)
-        except (GearbrokerError, OSError) as exc:
-            self._end_early(job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
-            return None
-        digest = digest or manifest.image_digest
-        key = cache_key(job, gear, image, digest)
-        if not job.options.get("no_cache"):
-            source = find_cached(self.cat, key, exclude=job.id)
-            if source is not None:
-                complete_from_cache(self.cat, job.id, source)
-                return None
-        try:
-            task = stage_job(job, gear, manifest, dest, self.cat.blobs, self.work_dir)
-        except (GearbrokerError, OSError) as exc:
-            self._end_early(job.id, JobState.FAILED, Reason.STAGING, str(exc))
-            return None
-        return _Start(job, task, runtime, version, digest, key)
-
-    def _record_starts(self, starts: list[_Start]) -> list[_Start]:
-        """Record each staged job's runtime, image digest and cache key in one transaction;
-        a job cancelled (or ended) meanwhile is dropped, and ends here if it had not."""
-        if not starts:
-            return []
-        kept = []
-        with self.cat.db.session() as session:
-            rows = lock_jobs(session, [s.job.id for s in starts])
-            for start in starts:
-                row = rows[start.job.id]
-                if row.cancel_requested_by or JobState(row.state).terminal:
-                    shutil.rmtree(start.task.job_dir, ignore_errors=True)
-                    if not JobState(row.state).terminal:
-                        message = "cancelled before start"
-                        row.reason_detail = message
-                        transition(
-                            session, row, JobState.CANCELLED, Reason.CANCELLED,
-                            message=message, by=row.cancel_requested_by,
-                        )  # fmt: skip
-                    continue
-                row.runtime = start.runtime.name
-                row.runtime_version = start.runtime_version
-                row.image_digest = start.image_digest
-                row.cache_key = start.cache_key
-                row.options = {**row.options, "resources": asdict(start.task.resources)}
-                start.job = row
-                kept.append(start)
-        return kept
-
-    def _end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
-        log.warning("job %s: %s: %s", job_id, reason.value, message)
-        with self.cat.db.session() as session:
-            row = lock_job(session, job_id)
-            assert row is not None
-            if JobState(row.state).terminal:
-                return
-            row.reason_detail = message
-            extra = {"by": row.cancel_requested_by} if state is JobState.CANCELLED else {}
-            transition(session, row, state, reason, message=message, **extra)
 
     # -- cancel, poll, reconcile -----------------------------------------------------
 

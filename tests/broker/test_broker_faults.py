@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-import broker.dispatch
+import broker.starting
 from broker.dispatch import DispatcherBusyError
 from broker.jobs import JobRequest, cancel_job, create_job, get_job
 from broker.wiring import make_dispatcher
@@ -118,14 +118,14 @@ def test_cancel_during_staging(
 ) -> None:
     settings = broker_settings(tmp_path, db_url, store_url, "bwrap", bwrap_rootfs)
     job = create_job(catalog, JobRequest(install_test_gear(), {"infile": sample_file}))
-    real_stage = broker.dispatch.stage_job
+    real_stage = broker.starting.stage_job
 
     def stage_then_cancel(*args: Any, **kwargs: Any) -> Any:
         task = real_stage(*args, **kwargs)
         cancel_job(catalog, job.id)  # the user cancels while inputs are being staged
         return task
 
-    monkeypatch.setattr(broker.dispatch, "stage_job", stage_then_cancel)
+    monkeypatch.setattr(broker.starting, "stage_job", stage_then_cancel)
     serve(catalog, settings, job.id, timeout=30)
     final = get_job(catalog, job.id)
     assert (final.state, final.reason, final.external_id) == (JobState.CANCELLED, "cancelled", None)
