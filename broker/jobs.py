@@ -17,7 +17,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.lookups import Lookups
-from broker.states import PRIORITIES, Reason, lock_job, record_created, transition
+from broker.states import (
+    PRIORITIES,
+    Reason,
+    lock_job,
+    record_created,
+    record_created_many,
+    transition,
+)
 from catalog import audit
 from catalog.access import require
 from catalog.catalog import Catalog
@@ -209,12 +216,18 @@ def create_jobs_in(
         job.destination_id = prep.target.id  # known now for the new analyses too
     session.add_all([job for _cat, job, _prep, _path in made])
     session.flush()
+    created: list[tuple[Job, dict[str, Any]]] = []
+    audits: dict[str, tuple[Catalog, list[audit.Event]]] = {}
     for cat, job, prep, path in made:
         if prep.target.level == Level.ANALYSIS:
             prep.target.job_id = job.id
-        ref = f"{prep.gear.name}:{prep.gear.version}"
-        record_created(session, job, gear=ref)
-        audit.record(session, cat.actor, "job.create", "job", job.id, path, gear=ref)
+        detail = {"gear": f"{prep.gear.name}:{prep.gear.version}"}
+        created.append((job, detail))
+        events = audits.setdefault(cat.actor.username, (cat, []))[1]
+        events.append(("job", job.id, path, detail))
+    record_created_many(session, created)
+    for cat, events in audits.values():
+        audit.record_many(session, cat.actor, "job.create", events)
     return out
 
 

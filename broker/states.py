@@ -8,10 +8,10 @@ and every transition is appended to the JobEvent history.
 from __future__ import annotations
 
 import enum
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from backends.base import BackendState
@@ -119,8 +119,22 @@ def transition(
 
 def record_created(session: Session, job: Job, **detail: Any) -> None:
     """The first history entry of a job (``None -> pending``)."""
-    session.add(
-        JobEvent(
-            job_id=job.id, time=job.created, from_state=None, to_state=job.state, detail=detail
+    record_created_many(session, [(job, detail)])
+
+
+def record_created_many(session: Session, jobs: Sequence[tuple[Job, dict[str, Any]]]) -> None:
+    """:func:`record_created` for many flushed jobs, in one statement."""
+    if jobs:
+        session.execute(
+            insert(JobEvent),
+            [
+                {
+                    "job_id": job.id,
+                    "time": job.created,
+                    "from_state": None,
+                    "to_state": job.state,
+                    "detail": detail,
+                }
+                for job, detail in jobs
+            ],
         )
-    )

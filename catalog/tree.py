@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.util import identity_key
@@ -93,7 +95,7 @@ def _walk(session: Session, labels: tuple[str, ...]) -> Container:
         )
     row = session.execute(stmt).one_or_none()
     if row is not None:
-        return row[-1]  # type: ignore[no-any-return]
+        return hold(session, tuple(row))[-1]
     node: Container | None = None
     for depth, label in enumerate(labels, start=1):
         node = find_child(session, node, label)
@@ -158,10 +160,16 @@ def ancestors(session: Session, container: Container) -> list[Container]:
             rows[i] = held
     missing = [i for i in wanted if i not in rows]
     if missing:
-        rows.update(
-            (c.id, c) for c in session.scalars(select(Container).where(Container.id.in_(missing)))
-        )
+        found = session.scalars(select(Container).where(Container.id.in_(missing))).all()
+        rows.update((c.id, c) for c in hold(session, found))
     return [rows[i] for i in wanted if i in rows]
+
+
+def hold(session: Session, rows: Sequence[Container]) -> Sequence[Container]:
+    """Keep ``rows`` alive as long as ``session``: its identity map holds rows weakly, so a
+    container looked up again by id (ancestors, paths, permission checks) costs no query."""
+    session.info.setdefault("gb_held", []).extend(rows)
+    return rows
 
 
 def container_path(session: Session, container: Container | None) -> str:
