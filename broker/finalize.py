@@ -103,8 +103,11 @@ def finalize_job(
 def finalize_jobs(
     cat: Catalog, ended: Sequence[Ended], retry: RetryHook | None = None
 ) -> list[Job]:
-    """:func:`finalize_job` for many jobs: blobs first, then one transaction with a savepoint
-    per job, so a job whose results cannot be recorded fails alone (``finalize_error``)."""
+    """:func:`finalize_job` for many jobs, in job id order (so two dispatchers finalizing
+    the same jobs lock them in the same order): blobs first, then one transaction with a
+    savepoint per job, so a job whose results cannot be recorded fails alone
+    (``finalize_error``)."""
+    ended = sorted(ended, key=lambda e: e.job_id)
     stored = [_store_results(cat, e) for e in ended]
     out: list[Job] = []
     with cat.db.session() as session:
