@@ -96,7 +96,7 @@ class JobStarter:
                 )
             except (GearbrokerError, OSError) as exc:
                 for item in items:
-                    self.end_early(item.job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
+                    self._end_early(item.job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
                 continue
             with self.cat.db.session() as session:
                 rows = lock_jobs(session, [s.job.id for s in items])
@@ -130,7 +130,7 @@ class JobStarter:
                 runtime = self.runtimes(job.runtime, preferred)
             digest, version = self._image_facts(runtime, image)
         except (GearbrokerError, OSError) as exc:
-            self.end_early(job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
+            self._end_early(job.id, JobState.FAILED, Reason.SUBMIT, str(exc))
             return None
         digest = digest or manifest.image_digest
         key = cache_key(job, gear, image, digest)
@@ -142,7 +142,7 @@ class JobStarter:
         try:
             task = stage_job(job, gear, manifest, dest, self.cat.blobs, self.work_dir)
         except (GearbrokerError, OSError) as exc:
-            self.end_early(job.id, JobState.FAILED, Reason.STAGING, str(exc))
+            self._end_early(job.id, JobState.FAILED, Reason.STAGING, str(exc))
             return None
         return _Start(job, task, runtime, version, digest, key)
 
@@ -175,7 +175,7 @@ class JobStarter:
                 kept.append(start)
         return kept
 
-    def end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
+    def _end_early(self, job_id: int, state: JobState, reason: Reason, message: str) -> None:
         log.warning("job %s: %s: %s", job_id, reason.value, message)
         with self.cat.db.session() as session:
             row = lock_job(session, job_id)

@@ -164,14 +164,8 @@ class LocalBlobStore(BlobStore):
             yield BlobBatch(put)
             if pending:
                 self._sync([tmp for tmp, _info in pending])
-                folders: set[Path] = set()
-                for tmp, info in pending:
-                    final = self._path(info.sha256)
-                    if not self._refresh_existing(final, info.size):
-                        self._make_dirs(final.parent, sync=False)
-                        os.replace(tmp, final)
-                        folders.add(final.parent)
-                self._sync_dirs(folders)
+                folders = {self._commit(tmp, info, sync=False) for tmp, info in pending}
+                self._sync_dirs({f for f in folders if f is not None})
         except OSError as exc:
             raise StoreError(f"cannot store blobs: {exc}") from exc
         finally:
@@ -195,14 +189,18 @@ class LocalBlobStore(BlobStore):
         for folder in {*folders, *(f.parent for f in folders), self._blobs}:
             _fsync_dir(folder)
 
-    def _commit(self, tmp: Path, info: BlobInfo) -> None:
-        """Move a complete temp file to its final name, or drop it when the blob exists."""
+    def _commit(self, tmp: Path, info: BlobInfo, sync: bool = True) -> Path | None:
+        """Move a complete temp file to its final name, or drop it when the blob exists;
+        returns the folder that gained the blob (None if it existed).  ``sync``: fsync the
+        folders that gained entries (else the caller syncs them)."""
         final = self._path(info.sha256)
         if self._refresh_existing(final, info.size):
-            return
-        self._make_dirs(final.parent)
+            return None
+        self._make_dirs(final.parent, sync=sync)
         os.replace(tmp, final)
-        _fsync_dir(final.parent)
+        if sync:
+            _fsync_dir(final.parent)
+        return final.parent
 
     def _refresh_existing(self, final: Path, size: int) -> bool:
         """True if ``final`` already holds the blob; its mtime is then bumped for gc's grace."""
