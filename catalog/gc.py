@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from catalog import audit
 from catalog.blobstore import GcReport
-from catalog.models import File, Job
+from catalog.models import File, IngestItem, Job
 
 if TYPE_CHECKING:
     from catalog.catalog import Catalog
@@ -28,7 +28,8 @@ class ReferencedBlobs:
 
 
 def referenced_blobs(cat: Catalog) -> ReferencedBlobs:
-    """Every digest referenced by a file version or a stored job log (streamed)."""
+    """Every digest referenced by a file version, a stored job log, or an ingest item still
+    waiting to be packed (its series' zip fragment) (streamed)."""
     digests: set[bytes] = set()
     with cat.db.session(readonly=True) as session:
         rows = session.execute(select(File.sha256).distinct().execution_options(yield_per=10_000))
@@ -38,6 +39,14 @@ def referenced_blobs(cat: Catalog) -> ReferencedBlobs:
         for (log_sha,) in logs:
             if log_sha:
                 digests.add(bytes.fromhex(log_sha))
+        fragments = session.execute(
+            select(IngestItem.sha256)
+            .where(IngestItem.status == "scanned", IngestItem.sha256.is_not(None))
+            .distinct()
+        )
+        for (fragment,) in fragments:
+            if fragment:
+                digests.add(bytes.fromhex(fragment))
     return ReferencedBlobs(digests)
 
 

@@ -1,9 +1,11 @@
 """The ingest driver: feeds shards to Dask workers and writes their results in batches.
 
 Phases (``stats.phase``): ``scan`` (list, then per shard: store files, or for packed DICOM
-read headers), ``pack`` (per series: one zip each; see :mod:`ingest.packing`), ``verify``
-(re-read stored files, de-identified runs only).  Each batch of results is one transaction:
-catalog rows, item rows, shard states and run stats together, plus one audit event.
+store one zip fragment per series and shard), ``pack`` (per series: its zip, which is its
+one fragment unless the series was split across shards; see :mod:`ingest.packing`),
+``verify`` (re-read stored files, de-identified runs only).  Each batch of results is one
+transaction: catalog rows, item rows, shard states and run stats together, plus one audit
+event.
 """
 
 from __future__ import annotations
@@ -156,8 +158,10 @@ class Driver:
         payloads = chain(runs.pending_shards(self.db, self.run.id), lister.shards())
         if self.options.kind == "folder":
             task: Callable[..., list[dict[str, Any]]] = tasks.store_folder
-        elif self.options.packed or self.options.dry_run:
+        elif self.options.dry_run:
             task = tasks.scan_shard
+        elif self.options.packed:
+            task = tasks.scan_pack_shard
         else:
             task = tasks.store_dicom
         for seq, results in self._results(task, payloads):

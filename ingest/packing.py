@@ -1,5 +1,9 @@
 """Phase 2 of a packed DICOM ingest: every series becomes one ``.dicom.zip`` in its acquisition.
 
+The scan phase already stored one zip fragment per series and shard; a series whose files
+all sit in one fragment takes it as its zip, with no task.  Only series split across shards
+are packed again, by tasks that re-read their members from the source.
+
 Series are streamed out of the run's scanned items in ``group_key`` order (``<series
 UID>|<study UID>``), a page at a time, so the driver's memory does not grow with the
 archive.  Adjacent groups that share a series UID are the "same series in two studies"
@@ -16,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from catalog.errors import StoreError
 from catalog.models import IngestItem
 from ingest import runs, tasks
 from ingest.containers import Path
@@ -48,39 +53,76 @@ class Packer:
             client, tasks.pack_groups, self.driver.spec, self._bundles(), self.driver.in_flight()
         )
         for tags, results in work:
-            self._buffer.append((tags, results))
-            self._buffered += sum(t["files"] for t in tags)
-            if (
-                self._buffered >= self.driver.options.batch_files
-                or time.monotonic() - self._flushed > FLUSH_S
-            ):
-                self._commit()
+            self._add(tags, results)
         self._commit()
+
+    def _add(self, tags: list[dict[str, Any]], results: list[dict[str, Any]]) -> None:
+        """Buffer packed series; commit after ``batch_files`` files or FLUSH_S seconds."""
+        self._buffer.append((tags, results))
+        self._buffered += sum(t["files"] for t in tags)
+        if (
+            self._buffered >= self.driver.options.batch_files
+            or time.monotonic() - self._flushed > FLUSH_S
+        ):
+            self._commit()
 
     # -- planning -------------------------------------------------------------------------
 
     def _bundles(self) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
-        """``(tags, payload)`` per task: whole series, about ``shard_files`` files per task."""
+        """``(tags, payload)`` per task: whole series, about ``shard_files`` files per task.
+        A series held whole by one scan fragment is committed as it is, without a task."""
         tags: list[dict[str, Any]] = []
         payload: list[dict[str, Any]] = []
         files = 0
         for group in self._groups():
             members = group["members"]
-            tags.append(
-                {
-                    "group_key": group["group_key"],
-                    "first": members[0][0],
-                    "files": len(members),
-                    "bytes": sum(m[2] for m in members),
-                }
-            )
-            payload.append(group)
+            tag = {
+                "group_key": group["group_key"],
+                "first": members[0][0],
+                "files": len(members),
+                "bytes": sum(m[2] for m in members),
+            }
+            whole = self._whole_fragment(group)
+            if whole is not None:
+                self._add([tag], [whole])
+                continue
+            tags.append(tag)
+            payload.append({"group_key": group["group_key"], "members": [m[:4] for m in members]})
             files += len(members)
             if files >= self.driver.options.shard_files:
                 yield tags, payload
                 tags, payload, files = [], [], 0
         if payload:
             yield tags, payload
+
+    def _whole_fragment(self, group: dict[str, Any]) -> dict[str, Any] | None:
+        """The pack result of a series whose members all sit in one stored fragment (None
+        when they are spread over several, or the fragment is gone): the first member of
+        each name is packed, later ones (an identical copy scanned in another shard) are
+        duplicates."""
+        digests = {m[4] for m in group["members"]}
+        if len(digests) != 1 or None in digests:
+            return None
+        digest = str(digests.pop())
+        try:
+            size = self.driver.spec.store().size(digest)
+        except StoreError:
+            return None
+        seen: dict[str, str] = {}
+        outcomes: list[list[Any]] = []
+        for item_id, key, _size, name, _sha in group["members"]:
+            if name in seen:
+                outcomes.append([item_id, "duplicate", f"same instance as {seen[name]}"])
+            else:
+                seen[name] = key
+        return {
+            "group_key": group["group_key"],
+            "sha256": digest,
+            "stored_size": size,
+            "members": len(seen),
+            "outcomes": outcomes,
+            "whole": True,
+        }
 
     def _groups(self) -> Iterator[dict[str, Any]]:
         """Scanned series in key order; runs of one series UID over several studies are
@@ -124,6 +166,7 @@ class Packer:
                         IngestItem.size,
                         IngestItem.name,
                         IngestItem.group_key,
+                        IngestItem.sha256,
                     )
                     .where(self._scanned(), IngestItem.group_key.in_(keys))
                     .order_by(
@@ -134,8 +177,8 @@ class Packer:
                     )
                 ).all()
             groups: dict[str, list[list[Any]]] = {}
-            for item_id, key, size, name, group_key in rows:
-                groups.setdefault(str(group_key), []).append([item_id, key, size, name])
+            for item_id, key, size, name, group_key, fragment in rows:
+                groups.setdefault(str(group_key), []).append([item_id, key, size, name, fragment])
             found = [{"group_key": k, "members": groups[k]} for k in map(str, keys) if k in groups]
             if self.driver.options.skip_existing:
                 found = self._drop_existing(found)
@@ -210,6 +253,8 @@ class Packer:
             runs.set_group_status(session, self.run_id, changes)
             stats = self.driver.stats
             stats["packed"] = stats.get("packed", 0) + len(packed)
+            repacked = sum(1 for _t, r in packed if not r.get("whole"))
+            stats["repacked"] = stats.get("repacked", 0) + repacked
             stats["done"] = stats.get("done", 0) + sum(t["files"] for t, _ in pairs)
             stats["done_bytes"] = stats.get("done_bytes", 0) + sum(t["bytes"] for t, _ in pairs)
             stats["errors"] = stats.get("errors", 0) + counts.get("error", 0)

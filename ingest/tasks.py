@@ -60,8 +60,8 @@ class WorkSpec:
 
 
 def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
-    """Phase 1 of a packed DICOM ingest: read each header (a ranged read of the head, the
-    whole object only when the header is longer), de-identify it, map it."""
+    """A dry run's scan: read each header (a ranged read of the head, the whole object only
+    when the header is longer), de-identify it, map it; nothing is stored."""
     out = []
     for key, size, etag, *_rest in objects:
         record: Record = {"key": key, "size": size, "etag": etag}
@@ -78,6 +78,72 @@ def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]
             continue
         out.append(_mapped(record, "scanned", target, log))
     return out
+
+
+def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
+    """Phase 1 of a packed DICOM ingest, in one read of each object: check, de-identify and
+    map it, then pack the shard's files of each series into one zip *fragment* (put in the
+    store with the shard's other fragments in one batch).
+
+    Each "scanned" record names its fragment in ``sha256``; a member whose name repeats
+    within the fragment (the same SOP instance twice) is recorded as a duplicate instead.  A
+    series whose files all landed in one fragment needs nothing more: the fragment is its
+    ``.dicom.zip`` (phase 2 packs only series split across shards).
+    """
+    out: list[Record] = []
+    series: dict[str, list[tuple[Record, bytes]]] = {}
+    for key, size, etag, *_rest in objects:
+        record: Record = {"key": key, "size": size, "etag": etag}
+        try:
+            data, target, log = _read_whole(spec, key)
+        except GearbrokerError as exc:
+            out.append({**record, "status": "error", "detail": {"error": str(exc)}})
+            continue
+        mapped = _mapped(record, "scanned", target, log)
+        out.append(mapped)
+        series.setdefault(target.group_key, []).append((mapped, data))
+    with spec.store().batch() as batch:
+        for members in series.values():
+            _pack_fragment(batch, members)
+    return out
+
+
+def _read_whole(spec: WorkSpec, key: str) -> tuple[bytes, Target, list[str]]:
+    """One whole object, checked, de-identified and mapped: (its bytes, target, de-id log)."""
+    data = spec.source.read(key)
+    ds, _offset = read_header(data, len(data))
+    log: list[str] = []
+    if spec.profile:
+        data, log, ds = _deidentified(data, spec.profile)
+    return data, map_header(header_fields(ds), spec.mapping, key), log
+
+
+def _member_order(position: int | None, name: str, key: str) -> tuple[int, str, str]:
+    """Where a file goes in its series' zip: by instance number, then name, then key."""
+    return (-1 if position is None else position, name, key)
+
+
+def _pack_fragment(batch: BlobBatch, members: list[tuple[Record, bytes]]) -> None:
+    """One zip of ``members`` in archive order, put in ``batch``; sets each packed record's
+    ``sha256`` to the zip's and turns repeated names into duplicates."""
+    members.sort(key=lambda m: _member_order(m[0]["position"], m[0]["name"], m[0]["key"]))
+    seen: dict[str, str] = {}
+    packed = []
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+            for record, data in members:
+                name = record["name"]
+                if name in seen:
+                    record["status"] = "duplicate"
+                    record["detail"] = {"error": f"same instance as {seen[name]}"}
+                    continue
+                seen[name] = record["key"]
+                archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data)
+                packed.append(record)
+        spool.seek(0)
+        blob = batch.put_stream(cast(BinaryIO, spool))
+    for record in packed:
+        record["sha256"] = blob.sha256
 
 
 def _mapped(record: Record, status: str, target: Target, log: list[str], **extra: Any) -> Record:
@@ -109,12 +175,7 @@ def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record
 def _store_one_dicom(spec: WorkSpec, batch: BlobBatch, key: str, size: int, etag: str) -> Record:
     record: Record = {"key": key, "size": size, "etag": etag}
     try:
-        data = spec.source.read(key)
-        ds, _offset = read_header(data, len(data))
-        log: list[str] = []
-        if spec.profile:
-            data, log, ds = _deidentified(data, spec.profile)
-        target = map_header(header_fields(ds), spec.mapping, key)
+        data, target, log = _read_whole(spec, key)
         blob = batch.put_bytes(data)
     except GearbrokerError as exc:
         return {**record, "status": "error", "detail": {"error": str(exc)}}

@@ -9,12 +9,14 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from catalog.catalog import Catalog
-from catalog.models import AuditEvent, Container, File
+from catalog.gc import collect_garbage
+from catalog.models import AuditEvent, Container, File, IngestItem
 from ingest import report
 from ingest.options import IngestOptions
+from ingest.runs import create_run, load_run
 from ingest.start import run_ingest, start_ingest
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 from tests.ingest.corpus import (
@@ -93,6 +95,48 @@ def test_packs_each_series_once_and_reports_every_hazard(
     again = ingest(lab, store_url, corpus.root)  # the same ingest again: nothing changes
     assert summary_counts(again) == {"unchanged": corpus.instances, "error": 2, "duplicate": 1}
     assert [(f.id, f.sha256) for f in all_files(lab)] == [(f.id, f.sha256) for f in files]
+
+
+def test_a_series_read_in_one_shard_keeps_its_scan_fragment_as_its_zip(
+    lab: Catalog, store_url: str, tmp_path: Path
+) -> None:
+    corpus = hazard_corpus(tmp_path / "src", sessions=1)
+    whole = ingest(lab, store_url, corpus.root, project="whole", shard_files=1000)
+    split = ingest(lab, store_url, corpus.root, project="split", shard_files=3)
+    assert summary_counts(whole) == summary_counts(split)
+    whole_stats = load_run(lab.db, whole["id"]).stats
+    split_stats = load_run(lab.db, split["id"]).stats
+    assert whole_stats["packed"] == split_stats["packed"] == len(expected_series_sizes(corpus))
+    assert whole_stats["repacked"] == 0  # no series read twice
+    assert 0 < split_stats["repacked"] <= split_stats["packed"]
+
+    def zips(project: str) -> dict[str, dict[str, bytes]]:
+        files = [f for f in current_files(lab) if lab.path_of(f).startswith(f"lab/{project}/")]
+        return {
+            f.info["header"]["dicom"]["SeriesInstanceUID"]: zip_members(blob(lab, f.sha256))
+            for f in files
+        }
+
+    # Whole fragments and series packed again from split fragments hold the same members.
+    assert zips("whole") == zips("split")
+    with lab.db.session(readonly=True) as session:
+        left = session.scalars(select(IngestItem).where(IngestItem.status == "scanned")).all()
+    assert left == []
+
+
+def test_gc_keeps_the_fragments_of_items_not_yet_packed(lab: Catalog, tmp_path: Path) -> None:
+    project = lab.create_project("lab", "pending")
+    fragment = lab.blobs.put_bytes(b"PK fragment of a series")
+    run_id = create_run(lab.db, str(tmp_path), "dicom", project.id, {}, "tester")
+    with lab.db.session() as session:
+        item = IngestItem(run_id=run_id, shard=0, key="a.dcm", size=1, status="scanned",
+                          group_key="s|t", sha256=fragment.sha256)  # fmt: skip
+        session.add(item)
+    assert collect_garbage(lab, grace_seconds=0).deleted == 0
+    assert lab.blobs.exists(fragment.sha256)
+    with lab.db.session() as session:
+        session.execute(update(IngestItem).values(status="error", sha256=None))
+    assert collect_garbage(lab, grace_seconds=0).deleted == 1
 
 
 def test_no_pack_stores_each_instance_once(lab: Catalog, store_url: str, tmp_path: Path) -> None:

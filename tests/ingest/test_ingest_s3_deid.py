@@ -117,9 +117,9 @@ def test_verify_fails_when_phi_survives(
     corpus = hazard_corpus(tmp_path / "src", sessions=1, series=1)
     plain = ingest(lab, store_url, corpus.root, project="plain")
     profile = load_profile(_write(tmp_path / "p.yaml", PROFILE))
-    problems = check_blob(blob(lab, current_files(lab)[0].sha256), profile)
-    assert any("PatientName not replaced" in p for p in problems)
-    assert any("private tags present" in p for p in problems)
+    problems = [check_blob(blob(lab, f.sha256), profile) for f in current_files(lab)]
+    assert all(any("PatientName not replaced" in p for p in found) for found in problems)
+    assert any(any("private tags present" in p for p in found) for found in problems)
     assert plain["state"] == "done"
 
     def broken(ds: Any, _profile: Any) -> list[str]:  # a de-id that silently does nothing
