@@ -129,20 +129,22 @@ def _pack_fragment(batch: BlobBatch, members: list[tuple[Record, bytes]]) -> Non
     members.sort(key=lambda m: _member_order(m[0]["position"], m[0]["name"], m[0]["key"]))
     seen: dict[str, str] = {}
     packed = []
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
-            for record, data in members:
-                name = record["name"]
-                if name in seen:
-                    record["status"] = "duplicate"
-                    record["detail"] = {"error": f"same instance as {seen[name]}"}
-                    continue
-                seen[name] = record["key"]
-                archive.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data)
-                packed.append(record)
-        spool.seek(0)
-        blob = batch.put_stream(cast(BinaryIO, spool))
-    for record in packed:
+    for record, data in members:
+        name = record["name"]
+        if name in seen:
+            record["status"] = "duplicate"
+            record["detail"] = {"error": f"same instance as {seen[name]}"}
+        else:
+            seen[name] = record["key"]
+            packed.append((record, data))
+
+    def write(out: BinaryIO) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+            for record, data in packed:
+                archive.writestr(zipfile.ZipInfo(record["name"], _ZIP_TIME), data)
+
+    blob = batch.put_built(write)
+    for record, _data in packed:
         record["sha256"] = blob.sha256
 
 

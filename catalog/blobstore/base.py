@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Container, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, cast
 
 from catalog.errors import InvalidInputError
 
@@ -136,17 +137,38 @@ class HashingReader:
         return BlobInfo(self._digest.hexdigest(), self._size)
 
 
+#: A blob built in memory (:meth:`BlobBatch.put_built`) spills to a temp file past this size.
+SPOOL_BYTES = 256 * 1024 * 1024
+Writer = Callable[[BinaryIO], None]
+
+
 class BlobBatch:
     """The put side of :meth:`BlobStore.batch`."""
 
-    def __init__(self, put_stream: Callable[[BinaryIO], BlobInfo]) -> None:
+    def __init__(
+        self,
+        put_stream: Callable[[BinaryIO], BlobInfo],
+        put_built: Callable[[Writer], BlobInfo] | None = None,
+    ) -> None:
         self._put_stream = put_stream
+        self._put_built = put_built
 
     def put_stream(self, stream: BinaryIO) -> BlobInfo:
         return self._put_stream(stream)
 
     def put_bytes(self, data: bytes) -> BlobInfo:
         return self._put_stream(io.BytesIO(data))
+
+    def put_built(self, write: Writer) -> BlobInfo:
+        """A blob of what ``write`` writes into the seekable binary file it is given (a zip
+        archive, say): straight into the store's temp file where the store has one, else
+        through a spooled temp file."""
+        if self._put_built is not None:
+            return self._put_built(write)
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
+            write(cast(BinaryIO, spool))
+            spool.seek(0)
+            return self._put_stream(cast(BinaryIO, spool))
 
 
 class BlobStore(ABC):

@@ -2,7 +2,8 @@
 
 Layout: ``<root>/sha256/ab/cd/<hex>`` for blobs, ``<root>/tmp/`` for writes in
 progress (same filesystem, so the final ``os.replace`` is atomic).  A put hashes
-while it copies (one read pass); unless the blob is already stored, it then fsyncs
+while it copies (one read pass; a blob built in place, such as a zip, is hashed from
+the mapped temp file); unless the blob is already stored, it then fsyncs
 the file, renames it into place and fsyncs the directory.  Blobs are mode 0o444 so
 that a hard link in a job folder cannot be opened for writing by an unprivileged
 process; hard links share the inode, so a privileged process could still alter the
@@ -12,7 +13,9 @@ store through such a link: job staging must mount its inputs read-only.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import io
+import mmap
 import os
 import shutil
 import tempfile
@@ -30,6 +33,7 @@ from catalog.blobstore.base import (
     BlobStore,
     GcReport,
     HashingReader,
+    Writer,
     as_predicate,
     blob_relpath,
     parse_relpath,
@@ -119,17 +123,41 @@ class LocalBlobStore(BlobStore):
         """Copy ``stream`` to a temp file, hashing it: (the temp file, or None when the blob
         is stored already, and the blob's info).  ``sync``: fsync it; else start its
         writeback (the caller syncs it before it is renamed into place)."""
-        reader = HashingReader(stream)
+
+        def copy(out: BinaryIO) -> BlobInfo:
+            reader = HashingReader(stream)
+            while chunk := reader.read(CHUNK_SIZE):
+                out.write(chunk)
+            return reader.info()
+
+        return self._temp(copy, sync)
+
+    def _build_temp(self, write: Writer, sync: bool) -> tuple[Path | None, BlobInfo]:
+        """Like :meth:`_write_temp` for the bytes ``write`` writes into the temp file; they
+        are hashed afterwards from the page cache (mapped, not copied)."""
+
+        def build(out: BinaryIO) -> BlobInfo:
+            write(out)
+            out.flush()
+            size = os.fstat(out.fileno()).st_size
+            if not size:
+                return BlobInfo(hashlib.sha256().hexdigest(), 0)
+            with mmap.mmap(out.fileno(), size, access=mmap.ACCESS_READ) as mapped:
+                return BlobInfo(hashlib.sha256(mapped).hexdigest(), size)
+
+        return self._temp(build, sync)
+
+    def _temp(
+        self, fill: Callable[[BinaryIO], BlobInfo], sync: bool
+    ) -> tuple[Path | None, BlobInfo]:
         try:
             fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="put-")
         except OSError as exc:
             raise StoreError(f"cannot create a temp file in {self._tmp}: {exc}") from exc
         tmp = Path(tmp_name)
         try:
-            with os.fdopen(fd, "wb") as out:
-                while chunk := reader.read(CHUNK_SIZE):
-                    out.write(chunk)
-                info = reader.info()
+            with os.fdopen(fd, "w+b") as out:
+                info = fill(out)
                 if self._refresh_existing(self._path(info.sha256), info.size):
                     tmp.unlink()
                     return None, info  # already durable: nothing to sync for a dropped copy
@@ -154,14 +182,17 @@ class LocalBlobStore(BlobStore):
         the temp files are removed and no blob of the batch appears."""
         pending: list[tuple[Path, BlobInfo]] = []
 
-        def put(stream: BinaryIO) -> BlobInfo:
-            tmp, info = self._write_temp(stream, sync=False)
+        def pend(written: tuple[Path | None, BlobInfo]) -> BlobInfo:
+            tmp, info = written
             if tmp is not None:
                 pending.append((tmp, info))
             return info
 
         try:
-            yield BlobBatch(put)
+            yield BlobBatch(
+                lambda stream: pend(self._write_temp(stream, sync=False)),
+                lambda write: pend(self._build_temp(write, sync=False)),
+            )
             if pending:
                 self._sync([tmp for tmp, _info in pending])
                 folders = {self._commit(tmp, info, sync=False) for tmp, info in pending}

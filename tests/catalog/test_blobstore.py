@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import tracemalloc
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -357,6 +358,28 @@ def test_batch_puts_appear_together_at_its_end(case: Case) -> None:
     assert again == kept
     for info, data in ((first, b"first of the batch"), (second, b"second of the batch")):
         assert read_all(store, info.sha256) == data
+    assert case.leftovers() == 0
+
+
+def test_batch_put_built_stores_what_the_writer_wrote(case: Case) -> None:
+    store = case.store
+    member = bytes(range(256)) * 1000
+
+    def write_zip(out: BinaryIO) -> None:  # zipfile seeks back to fill in each header
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+            archive.writestr("a.dcm", member)
+            archive.writestr("b.dcm", member[::-1])
+
+    with store.batch() as batch:
+        built = batch.put_built(write_zip)
+        empty = batch.put_built(lambda out: None)
+        again = batch.put_built(write_zip)  # the same bytes: the same blob
+    data = read_all(store, built.sha256)
+    assert built == again and built.size == len(data)
+    assert hashlib.sha256(data).hexdigest() == built.sha256
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.read("a.dcm") == member and archive.read("b.dcm") == member[::-1]
+    assert empty.size == 0 and read_all(store, empty.sha256) == b""
     assert case.leftovers() == 0
 
 
