@@ -8,6 +8,10 @@ Usage: ``python benchmarks/ingest.py [--files 20000] [--subjects 100] [--size 25
   headers (:mod:`ingest.synthetic`), ``--subjects`` subjects, 4 series each;
 - limit: ``dcmread(stop_before_pixels=True)`` + sha256 of every file in a process pool of
   ``--workers`` processes;
+- durable-write limit: the same, plus writing each file to a new file beside the catalog's
+  store and one ``syncfs`` per 200 files: what any ingest that keeps the bytes durably
+  must at least do, so the ratio to it is the ingest's own overhead (the disk included in
+  both);
 - ingest: a fresh SQLite catalog and local blob store; the local Dask cluster of ``--workers``
   processes; end to end (cluster start included).  The driver's RSS is sampled as the files
   go by, to show it does not grow with their number;
@@ -27,6 +31,7 @@ _HERE = str(Path(__file__).resolve().parent)
 sys.path[:] = [p for p in sys.path if str(Path(p or ".").resolve()) != _HERE]
 
 import argparse  # noqa: E402
+import ctypes  # noqa: E402
 import hashlib  # noqa: E402
 import io  # noqa: E402
 import json  # noqa: E402
@@ -68,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"corpus: {len(paths):,} files, {size / 1e6:,.0f} MB ({each:.0f} KB each)")
         results["limit"] = _rate(len(paths), size, _parse_hash_limit(paths, args.workers))
         _show("parse+hash limit", results["limit"])
+        results["write_limit"] = _rate(
+            len(paths), size, _parse_hash_limit(paths, args.workers, work / "written")
+        )
+        _show("durable-write limit", results["write_limit"])
         sources = [s.strip() for s in args.sources.split(",") if s.strip()]
         modes = [m.strip() for m in args.modes.split(",") if m.strip()]
         if "local" in sources:
@@ -152,20 +161,37 @@ def _write_one(job: tuple[SeriesSpec, Path]) -> list[Path]:
 # -- the limit --------------------------------------------------------------------------------
 
 
-def _parse_hash(chunk: list[Path]) -> int:
-    for path in chunk:
+def _parse_hash(job: tuple[list[Path], Path | None]) -> int:
+    chunk, out = job
+    for index, path in enumerate(chunk):
         data = path.read_bytes()
         dcmread(io.BytesIO(data), stop_before_pixels=True)
         hashlib.sha256(data).hexdigest()
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            with (out / str(index)).open("wb") as fh:
+                fh.write(data)
+    if out is not None:
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            ctypes.CDLL(None, use_errno=True).syncfs(fd)
+        finally:
+            os.close(fd)
     return len(chunk)
 
 
-def _parse_hash_limit(paths: list[Path], workers: int) -> float:
+def _parse_hash_limit(paths: list[Path], workers: int, out: Path | None = None) -> float:
+    """Seconds to parse and hash every file (and with ``out``, write each durably below
+    it: one folder and one ``syncfs`` per chunk of 200)."""
     chunks = [paths[i : i + 200] for i in range(0, len(paths), 200)]
+    jobs = [(chunk, out / str(n) if out else None) for n, chunk in enumerate(chunks)]
     started = time.perf_counter()
     with ProcessPoolExecutor(workers) as pool:
-        assert sum(pool.map(_parse_hash, chunks)) == len(paths)
-    return time.perf_counter() - started
+        assert sum(pool.map(_parse_hash, jobs)) == len(paths)
+    seconds = time.perf_counter() - started
+    if out is not None:
+        shutil.rmtree(out)
+    return seconds
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -359,12 +385,14 @@ def _verdict(results: dict[str, Any]) -> None:
     if "limit_again" in results:
         limit = (limit + results["limit_again"]["files_per_s"]) / 2
     orthanc = results.get("orthanc", {}).get("files_per_s")
+    written = results["write_limit"]["files_per_s"]
     print("\ngoals: ingest >= 0.8x parse+hash limit, >= 2x Orthanc, flat driver RSS")
     for key, value in results.items():
         if key.startswith("ingest_"):
             rate = value["files_per_s"]
             inner = value["pipeline"]["files_per_s"]
             line = f"  {key:22} {rate / limit:.2f}x limit ({inner / limit:.2f}x without startup)"
+            line += f", {rate / written:.2f}x durable-write limit"
             if orthanc:
                 line += f", {rate / orthanc:.1f}x Orthanc"
             print(line)
