@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,10 @@ from urllib.parse import unquote, urlsplit
 from catalog.errors import ConfigError, GearbrokerError, NotFoundError
 
 _CLIENTS: dict[tuple[str | None, str | None], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+#: Threads reading ahead for one caller (:meth:`Source.read_ahead`), and how far ahead.
+READ_THREADS = 4
+READ_AHEAD_BYTES = 32 * 1024 * 1024
 
 
 class SourceError(GearbrokerError):
@@ -52,6 +59,38 @@ class Source(ABC):
     @abstractmethod
     def read_range(self, key: str, start: int, length: int) -> bytes:
         """Up to ``length`` bytes from offset ``start`` (fewer at the end of the object)."""
+
+    def read_ahead(
+        self, objects: Sequence[tuple[str, int]]
+    ) -> Iterator[tuple[str, bytes | SourceError]]:
+        """``(key, bytes)`` for each ``(key, listed size)`` in order, read by
+        :data:`READ_THREADS` threads up to :data:`READ_AHEAD_BYTES` (and at least one
+        object) ahead of the caller, so that disk reads or GETs overlap its work.  An object
+        that cannot be read yields its SourceError in place of its bytes."""
+        queue: deque[tuple[str, int, Future[bytes]]] = deque()
+        ahead = 0
+        todo = iter(objects)
+        with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="gb-read") as pool:
+            try:
+                while True:
+                    while not queue or ahead < READ_AHEAD_BYTES:
+                        nxt = next(todo, None)
+                        if nxt is None:
+                            break
+                        queue.append((nxt[0], nxt[1], pool.submit(self.read, nxt[0])))
+                        ahead += nxt[1]
+                    if not queue:
+                        return
+                    key, size, future = queue.popleft()
+                    ahead -= size
+                    try:
+                        data: bytes | SourceError = future.result()
+                    except SourceError as exc:
+                        data = exc
+                    yield key, data
+            finally:
+                for _key, _size, pending in queue:
+                    pending.cancel()
 
 
 @dataclass(frozen=True)
@@ -155,11 +194,12 @@ class S3Source(Source):
         """A boto3 S3 client, one per process and address (clients are costly to make)."""
         if self._client is None:
             key = (self.endpoint_url, self.profile)
-            if key not in _CLIENTS:
-                import boto3
+            with _CLIENTS_LOCK:  # read_ahead's threads may ask first at once
+                if key not in _CLIENTS:
+                    import boto3
 
-                session = boto3.session.Session(profile_name=self.profile)
-                _CLIENTS[key] = session.client("s3", endpoint_url=self.endpoint_url)
+                    session = boto3.session.Session(profile_name=self.profile)
+                    _CLIENTS[key] = session.client("s3", endpoint_url=self.endpoint_url)
             self._client = _CLIENTS[key]
         return self._client
 

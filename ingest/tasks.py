@@ -31,7 +31,7 @@ from ingest.dicom import (
     map_header,
     read_header,
 )
-from ingest.sources import Source
+from ingest.sources import Source, SourceError
 
 #: Zips above this size spill from memory to a temp file while they are built.
 SPOOL_BYTES = 256 * 1024 * 1024
@@ -92,10 +92,12 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     """
     out: list[Record] = []
     series: dict[str, list[tuple[Record, bytes]]] = {}
-    for key, size, etag, *_rest in objects:
+    for (key, size, etag, *_rest), (_key, read) in zip(
+        objects, spec.source.read_ahead([(o[0], o[1]) for o in objects]), strict=True
+    ):
         record: Record = {"key": key, "size": size, "etag": etag}
         try:
-            data, target, log = _read_whole(spec, key)
+            data, target, log = _mapped_bytes(spec, key, read)
         except GearbrokerError as exc:
             out.append({**record, "status": "error", "detail": {"error": str(exc)}})
             continue
@@ -108,9 +110,14 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     return out
 
 
-def _read_whole(spec: WorkSpec, key: str) -> tuple[bytes, Target, list[str]]:
-    """One whole object, checked, de-identified and mapped: (its bytes, target, de-id log)."""
-    data = spec.source.read(key)
+def _mapped_bytes(
+    spec: WorkSpec, key: str, read: bytes | SourceError
+) -> tuple[bytes, Target, list[str]]:
+    """One whole object as read (or the error reading it), checked, de-identified and
+    mapped: (its bytes, target, de-id log)."""
+    if isinstance(read, SourceError):
+        raise read
+    data = read
     ds, _offset = read_header(data, len(data))
     log: list[str] = []
     if spec.profile:
@@ -170,14 +177,20 @@ def _mapped(record: Record, status: str, target: Target, log: list[str], **extra
 def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
     """Single-phase DICOM ingest (no packing): read each file once, check and map its
     header, de-identify, store the blob (the shard's blobs are synced together)."""
+    reads = spec.source.read_ahead([(o[0], o[1]) for o in objects])
     with spec.store().batch() as batch:
-        return [_store_one_dicom(spec, batch, key, size, etag) for key, size, etag, *_ in objects]
+        return [
+            _store_one_dicom(spec, batch, key, size, etag, read)
+            for (key, size, etag, *_), (_key, read) in zip(objects, reads, strict=True)
+        ]
 
 
-def _store_one_dicom(spec: WorkSpec, batch: BlobBatch, key: str, size: int, etag: str) -> Record:
+def _store_one_dicom(
+    spec: WorkSpec, batch: BlobBatch, key: str, size: int, etag: str, read: bytes | SourceError
+) -> Record:
     record: Record = {"key": key, "size": size, "etag": etag}
     try:
-        data, target, log = _read_whole(spec, key)
+        data, target, log = _mapped_bytes(spec, key, read)
         blob = batch.put_bytes(data)
     except GearbrokerError as exc:
         return {**record, "status": "error", "detail": {"error": str(exc)}}
@@ -188,8 +201,11 @@ def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Recor
     """Folder ingest: store each file as it is (DICOM files de-identified when a profile is
     given); placement was decided from the path by the driver."""
     out = []
+    reads = spec.source.read_ahead([(o[0], o[1]) for o in objects])
     with spec.store().batch() as batch:
-        for key, size, etag, subject, session, acquisition, name in objects:
+        for (key, size, etag, subject, session, acquisition, name), (_key, read) in zip(
+            objects, reads, strict=True
+        ):
             record: Record = {
                 "key": key,
                 "size": size,
@@ -200,7 +216,9 @@ def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Recor
                 "name": name,
             }
             try:
-                data = spec.source.read(key)
+                if isinstance(read, SourceError):
+                    raise read
+                data = read
                 log: list[str] = []
                 if spec.profile and data[128:132] == b"DICM":
                     data, log, _ds = _deidentified(data, spec.profile)

@@ -9,6 +9,7 @@ import pytest
 from pydicom import dcmread
 
 from catalog.errors import ConfigError, NotFoundError
+from ingest import sources
 from ingest.deid import (
     DeidProfileError,
     check_dataset,
@@ -19,7 +20,7 @@ from ingest.deid import (
 )
 from ingest.dicom import DicomFileError, MappingOptions, header_fields, map_header, read_header
 from ingest.progress import progress_line
-from ingest.sources import KeyFilter, LocalFolderSource, globs, open_source
+from ingest.sources import KeyFilter, LocalFolderSource, SourceError, globs, open_source
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 from ingest.templates import TemplateError, compile_template, load_template
 
@@ -48,6 +49,34 @@ def test_local_listing_is_in_key_order_and_resumes_after_any_key(tmp_path: Path)
         LocalFolderSource(tmp_path / "missing")
     with pytest.raises(ConfigError, match="not supported"):
         open_source("gs://bucket/x")
+
+
+def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(12):
+        (tmp_path / f"f{n:02d}").write_bytes(bytes([n]) * 1000)
+    source = LocalFolderSource(tmp_path)
+    started: list[str] = []
+    real_read = source.read
+
+    def read(key: str) -> bytes:
+        started.append(key)
+        return real_read(key)
+
+    monkeypatch.setattr(source, "read", read)
+    monkeypatch.setattr(sources, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
+    objects = [(f"f{n:02d}", 1000) for n in range(12)]
+    objects.insert(5, ("missing", 1000))
+    reads = source.read_ahead(objects)
+    first = next(reads)
+    assert first == ("f00", bytes([0]) * 1000)
+    assert len(started) <= 4  # the one yielded and three ahead
+    rest = list(reads)
+    assert [key for key, _ in rest] == [key for key, _ in objects[1:]]
+    missing = dict(rest)["missing"]
+    assert isinstance(missing, SourceError) and "missing" in str(missing)
+    assert all(data == bytes([int(k[1:])]) * 1000 for k, data in rest if k != "missing")
 
 
 def test_key_filter_globs() -> None:
