@@ -97,7 +97,7 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     ):
         record: Record = {"key": key, "size": size, "etag": etag}
         try:
-            data, target, log = _mapped_bytes(spec, key, read)
+            data, target, log = _mapped_bytes(spec, key, size, read)
         except GearbrokerError as exc:
             out.append({**record, "status": "error", "detail": {"error": str(exc)}})
             continue
@@ -110,14 +110,22 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     return out
 
 
+def _as_listed(read: bytes | SourceError, size: int) -> bytes:
+    """The bytes read, if they are as many as the listing said (a file still being copied
+    in is refused: a later run with ``--skip-existing`` takes it whole)."""
+    if isinstance(read, SourceError):
+        raise read
+    if len(read) != size:
+        raise SourceError(f"size changed since listing ({size} -> {len(read)} bytes)")
+    return read
+
+
 def _mapped_bytes(
-    spec: WorkSpec, key: str, read: bytes | SourceError
+    spec: WorkSpec, key: str, size: int, read: bytes | SourceError
 ) -> tuple[bytes, Target, list[str]]:
     """One whole object as read (or the error reading it), checked, de-identified and
     mapped: (its bytes, target, de-id log)."""
-    if isinstance(read, SourceError):
-        raise read
-    data = read
+    data = _as_listed(read, size)
     ds, _offset = read_header(data, len(data))
     log: list[str] = []
     if spec.profile:
@@ -190,7 +198,7 @@ def _store_one_dicom(
 ) -> Record:
     record: Record = {"key": key, "size": size, "etag": etag}
     try:
-        data, target, log = _mapped_bytes(spec, key, read)
+        data, target, log = _mapped_bytes(spec, key, size, read)
         blob = batch.put_bytes(data)
     except GearbrokerError as exc:
         return {**record, "status": "error", "detail": {"error": str(exc)}}
@@ -216,9 +224,7 @@ def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Recor
                 "name": name,
             }
             try:
-                if isinstance(read, SourceError):
-                    raise read
-                data = read
+                data = _as_listed(read, size)
                 log: list[str] = []
                 if spec.profile and data[128:132] == b"DICM":
                     data, log, _ds = _deidentified(data, spec.profile)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import pytest
 from pydicom import dcmread
 
 from catalog.errors import ConfigError, NotFoundError
-from ingest import sources
+from ingest import sources, tasks
 from ingest.deid import (
     DeidProfileError,
     check_dataset,
@@ -77,6 +78,36 @@ def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
     missing = dict(rest)["missing"]
     assert isinstance(missing, SourceError) and "missing" in str(missing)
     assert all(data == bytes([int(k[1:])]) * 1000 for k, data in rest if k != "missing")
+
+
+def test_scan_pack_shard_zips_each_series_once_and_refuses_a_file_that_changed(
+    tmp_path: Path,
+) -> None:
+    source_dir = tmp_path / "src"
+    source_dir.mkdir()
+    slices = {
+        f"s{n}.dcm": _slice_bytes(InstanceNumber=n, SOPInstanceUID=uid_for(f"sop{n}"))
+        for n in (1, 2, 3)
+    }
+    slices["copy.dcm"] = slices["s1.dcm"]  # the same SOP instance again
+    slices["grew.dcm"] = slices.pop("s3.dcm")
+    for name, data in slices.items():
+        (source_dir / name).write_bytes(data)
+    spec = tasks.WorkSpec(LocalFolderSource(source_dir), str(tmp_path / "store"))
+    objects = [[name, len(data), "etag"] for name, data in sorted(slices.items())]
+    objects[[o[0] for o in objects].index("grew.dcm")][1] -= 10  # listed before it grew
+    records = {r["key"]: r for r in tasks.scan_pack_shard(spec, objects)}
+    assert records["grew.dcm"]["status"] == "error"
+    assert "size changed since listing" in records["grew.dcm"]["detail"]["error"]
+    packed = [records[k] for k in ("copy.dcm", "s2.dcm")]  # "copy.dcm" sorts before "s1.dcm"
+    assert {r["status"] for r in packed} == {"scanned"}
+    assert packed[0]["sha256"] == packed[1]["sha256"]  # one fragment for the series
+    assert records["s1.dcm"]["status"] == "duplicate"
+    assert records["s1.dcm"]["detail"] == {"error": "same instance as copy.dcm"}
+    with spec.store().open(packed[0]["sha256"]) as fh, zipfile.ZipFile(fh) as archive:
+        names = archive.namelist()
+        assert [archive.read(n) for n in names] == [slices["copy.dcm"], slices["s2.dcm"]]
+    assert names == [records["copy.dcm"]["name"], records["s2.dcm"]["name"]]
 
 
 def test_key_filter_globs() -> None:
