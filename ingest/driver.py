@@ -226,10 +226,15 @@ class Driver:
     ) -> None:
         final = sum(n for status, n in counts.items() if status in FINAL)
         size = sum(r["size"] for _, results in buffer for r in results if r["status"] in FINAL)
-        self.stats["scanned"] = self.stats.get("scanned", 0) + files
-        self.stats["done"] = self.stats.get("done", 0) + final
-        self.stats["done_bytes"] = self.stats.get("done_bytes", 0) + size
-        self.stats["errors"] = self.stats.get("errors", 0) + counts.get("error", 0)
+        scanned_size = sum(r["size"] for _, results in buffer for r in results)
+        stats = self.stats
+        stats["scanned"] = stats.get("scanned", 0) + files
+        stats["done"] = stats.get("done", 0) + final
+        stats["done_bytes"] = stats.get("done_bytes", 0) + size
+        # Read and stored as a zip fragment: only the pack phase makes these files "done".
+        stats["awaiting_pack"] = stats.get("awaiting_pack", 0) + files - final
+        stats["awaiting_pack_bytes"] = stats.get("awaiting_pack_bytes", 0) + scanned_size - size
+        stats["errors"] = stats.get("errors", 0) + counts.get("error", 0)
 
     def batch_audit(self, session: Any, counts: dict[str, int]) -> None:
         """One audit event per committed batch (never one per file)."""

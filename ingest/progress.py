@@ -13,18 +13,24 @@ POLL_S = 1.0
 
 
 def progress_line(stats: Mapping[str, Any], now: float | None = None) -> str:
-    """``[phase] done/total files  MB  files/s  ETA  errors`` from a run's stats."""
+    """``[phase] done/total files  MB  files/s  ETA  errors`` from a run's stats.  While a
+    packed ingest scans, files read and stored in a series fragment count as done: that is
+    where its work is (the pack phase mostly adopts the fragments)."""
     now = time.time() if now is None else now
+    phase = stats.get("phase", "scan")
     done = int(stats.get("done", 0))
+    size = int(stats.get("done_bytes", 0))
+    if phase == "scan":
+        done += int(stats.get("awaiting_pack", 0))
+        size += int(stats.get("awaiting_pack_bytes", 0))
     listed = int(stats.get("listed", 0))
     total = f"{listed:,}" if stats.get("listing_done") else f"{listed:,}+"
     elapsed = max(1e-6, float(stats.get("finished") or now) - float(stats.get("started", now)))
     rate = done / elapsed if elapsed > 0.5 else 0.0
-    mb = int(stats.get("done_bytes", 0)) / 1e6
+    mb = size / 1e6
     eta = "--:--"
     if stats.get("listing_done") and rate > 0:
         eta = _clock((listed - done) / rate)
-    phase = stats.get("phase", "scan")
     scanned = f"  scanned {int(stats.get('scanned', 0)):,}" if phase == "pack" else ""
     return (
         f"[{phase}] {done:,}/{total} files{scanned}  {mb:,.1f} MB  {rate:,.0f} files/s  "

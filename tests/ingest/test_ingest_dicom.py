@@ -108,6 +108,7 @@ def test_a_series_read_in_one_shard_keeps_its_scan_fragment_as_its_zip(
     split_stats = load_run(lab.db, split["id"]).stats
     assert whole_stats["packed"] == split_stats["packed"] == len(expected_series_sizes(corpus))
     assert whole_stats["repacked"] == 0  # no series read twice
+    assert whole_stats["awaiting_pack"] == corpus.instances  # the scan's progress
     assert 0 < split_stats["repacked"] <= split_stats["packed"]
 
     def zips(project: str) -> dict[str, dict[str, bytes]]:

@@ -203,3 +203,11 @@ def test_progress_line() -> None:
     assert progress_line(stats, now=110.0) == (
         "[scan] 500/1,000 files  5.0 MB  50 files/s  ETA 0:00:10  errors 2"
     )
+    # A packed scan: files stored in series fragments are its progress.
+    packing = {**stats, "done": 10, "done_bytes": 1e5, "awaiting_pack": 490,
+               "awaiting_pack_bytes": 4.9e6, "scanned": 500}  # fmt: skip
+    assert progress_line(packing, now=110.0) == progress_line(stats, now=110.0)
+    packing.update(phase="pack", done=700, done_bytes=7e6, scanned=1000)
+    assert progress_line(packing, now=110.0) == (
+        "[pack] 700/1,000 files  scanned 1,000  7.0 MB  70 files/s  ETA 0:00:04  errors 2"
+    )
