@@ -17,8 +17,9 @@ Usage: ``python benchmarks/ingest.py [--files 20000] [--subjects 100] [--size 25
   go by, to show it does not grow with their number;
 - S3: the corpus uploaded to ``GEARBROKER_TEST_S3_ENDPOINT`` (or a moto server started here),
   with the server's plain GET rate for scale;
-- Orthanc (Debian's ``orthanc``): started on a free 127.0.0.1 port with its own storage, fed
-  with ``POST /instances`` from ``--workers`` threads.
+- Orthanc (Debian's ``orthanc``, installed by ``scripts/bench-deps.sh``, which runs here when
+  it is missing): started on a free 127.0.0.1 port with its own storage, fed with
+  ``POST /instances`` from ``--workers`` threads.
 """
 
 from __future__ import annotations
@@ -305,8 +306,12 @@ def _get_rate(endpoint: str, bucket: str, workers: int) -> float:
 
 def _orthanc(work: Path, paths: list[Path], workers: int) -> float:
     binary = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
+    if not Path(binary).exists() and os.geteuid() == 0:
+        subprocess.run(["bash", str(Path(_HERE).parent / "scripts" / "bench-deps.sh")], check=True)
     if not Path(binary).exists():
-        raise SystemExit("Orthanc is not installed: apt-get install orthanc (or --no-orthanc)")
+        raise SystemExit(
+            "Orthanc is not installed: run scripts/bench-deps.sh as root (or --no-orthanc)"
+        )
     work.mkdir(parents=True)
     port = _free_port()
     config = {"Name": "gb-bench", "StorageDirectory": str(work / "storage"),
