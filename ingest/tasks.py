@@ -19,7 +19,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from catalog.blobstore import BlobStore, open_blobstore
-from catalog.blobstore.base import BlobBatch
+from catalog.blobstore.base import SPOOL_BYTES, BlobBatch
 from catalog.errors import GearbrokerError
 from ingest.deid import Profile, check_blob, deidentify
 from ingest.dicom import (
@@ -33,8 +33,6 @@ from ingest.dicom import (
 )
 from ingest.sources import Source, SourceError
 
-#: Zips above this size spill from memory to a temp file while they are built.
-SPOOL_BYTES = 256 * 1024 * 1024
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _STORES: dict[tuple[str, tuple[tuple[str, Any], ...]], BlobStore] = {}
 
@@ -272,9 +270,7 @@ def _pack_group(spec: WorkSpec, batch: BlobBatch, group: Record) -> Record:
                     outcomes.append([item_id, "duplicate", f"same instance as {seen[member]}"])
                     continue
                 try:
-                    data = spec.source.read(key)
-                    if len(data) != size:
-                        raise DicomFileError(f"size changed since listing ({size} -> {len(data)})")
+                    data = _as_listed(spec.source.read(key), size)
                     if spec.profile:
                         data, _log, _ds = _deidentified(data, spec.profile)
                 except GearbrokerError as exc:
