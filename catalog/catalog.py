@@ -284,8 +284,11 @@ class Catalog:
         search_query.compile_search(query, target, names, self.db.dialect, limit=limit)
 
         def rows() -> Iterator[dict[str, Any]]:
-            with self.db.session(readonly=True) as session:
-                yield from search_query.search(session, self.actor, query, target, names, limit)
+            with self.db.reading() as conn:
+                for chunk in search_query.search_chunks(
+                    conn, self.actor, query, target, names, limit
+                ):
+                    yield from chunk
 
         return rows()
 

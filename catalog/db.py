@@ -20,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -93,7 +93,9 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         mode = "DEFERRED" if conn.get_execution_options().get("gb_readonly") else "IMMEDIATE"
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: a statement through SQLAlchemy costs ~25 us more, which is
+        # a sixth of a short search.
+        conn.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
 class Database:
@@ -103,9 +105,8 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self._write = sessionmaker(self.engine, expire_on_commit=False)
-        self._read = sessionmaker(
-            self.engine.execution_options(gb_readonly=True), expire_on_commit=False
-        )
+        self._read_engine = self.engine.execution_options(gb_readonly=True)
+        self._read = sessionmaker(self._read_engine, expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -122,6 +123,13 @@ class Database:
             except BaseException:
                 sess.rollback()
                 raise
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A Core connection for reads that need no ORM objects (searches): it begins like a
+        read-only session and is rolled back when the block ends."""
+        with self._read_engine.connect() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

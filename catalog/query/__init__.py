@@ -53,15 +53,15 @@ Results are limited to the groups and projects the user can read.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Select
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from catalog import dataview
 from catalog.access import Actor, readable_scope_ids
 from catalog.errors import QueryError
+from catalog.query import prepared
 from catalog.query.compiler import compile_search
 from catalog.query.functions import install_sqlite_functions
 from catalog.query.lexer import QuerySyntaxError
@@ -76,6 +76,7 @@ __all__ = [
     "parse",
     "parse_field",
     "search",
+    "search_chunks",
 ]
 
 YIELD_PER = 500
@@ -96,7 +97,7 @@ def columns_for(target: str = "file", columns: Sequence[str] | None = None) -> l
 
 
 def search(
-    session: Session,
+    conn: Connection,
     actor: Actor,
     query: str,
     target: str = "file",
@@ -106,32 +107,32 @@ def search(
     """Rows of ``target`` objects matching ``query`` that ``actor`` may read, ordered by id.
 
     Each row is a dict keyed by :func:`columns_for` names.  The query is compiled (and
-    QueryError raised) before this returns; rows are then streamed from ``session``, which
-    must stay open while the iterator is consumed.
+    QueryError raised) before this returns; rows are then streamed from ``conn`` (see
+    :mod:`catalog.query.prepared`), which must stay open while the iterator is consumed.
     """
+    return chain.from_iterable(search_chunks(conn, actor, query, target, columns, limit))
+
+
+def search_chunks(
+    conn: Connection,
+    actor: Actor,
+    query: str,
+    target: str = "file",
+    columns: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> Iterator[list[dict[str, Any]]]:
+    """:func:`search`'s rows in lists of up to :data:`YIELD_PER` rows."""
     names = columns_for(target, columns)
-    dialect = session.get_bind().dialect.name
-    stmt = compile_search(query, target, names, dialect, readable_scope_ids(session, actor), limit)
-    return _stream(session, stmt, names, target)
+    stmt = compile_search(
+        query, target, names, conn.dialect.name, readable_scope_ids(conn, actor), limit
+    )
+    return _chunks(conn, prepared.prepare(stmt, conn.dialect, tuple(names), target))
 
 
-def _stream(
-    session: Session, stmt: Select[Any], names: list[str], target: str
-) -> Iterator[dict[str, Any]]:
+def _chunks(conn: Connection, statement: prepared.Prepared) -> Iterator[list[dict[str, Any]]]:
     try:
-        result = session.execute(stmt, execution_options={"yield_per": YIELD_PER})
-        if dataview.PATH not in names:
-            # Without ``path`` the statement selects exactly ``names``, in order.
-            for row in result:
-                yield dict(zip(names, row, strict=True))
-            return
-        for row in result:
-            mapping = row._mapping
-            yield {
-                name: dataview.path_of(mapping, target) if name == dataview.PATH else mapping[name]
-                for name in names
-            }
-    except sa_exc.DBAPIError as exc:
-        if getattr(exc.orig, "sqlstate", None) == _PG_INVALID_REGEX:
-            raise QueryError(f"invalid regular expression for PostgreSQL: {exc.orig}") from exc
+        yield from prepared.run(conn, statement, YIELD_PER)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        if getattr(exc, "sqlstate", None) == _PG_INVALID_REGEX:
+            raise QueryError(f"invalid regular expression for PostgreSQL: {exc}") from exc
         raise

@@ -268,11 +268,21 @@ class _Compiler:
             if self.pg:
                 compared = _compare(path.number(), op, literal(num, Numeric))
                 return and_(compared, path.contains_doc(num)) if op == "=" else compared
-            return and_(_compare(path.value(), op, literal(num)), path.is_type("number"))
+            compared = _compare(path.value(), op, literal(num))
+            if op == "=" and num not in (0, 1):
+                return compared  # see below; SQLite reads true/false as 1/0
+            return and_(compared, path.is_type("number"))
         raw = values.text(value, field, self.query)
-        check = path.contains_doc(raw) if self.pg and op == "=" else path.is_type("string")
         col = self.ordered(path.value()) if op in _ORDER_OPS else path.value()
-        return and_(_compare(col, op, literal(raw, String)), check)
+        compared = _compare(col, op, literal(raw, String))
+        if self.pg and op == "=":
+            return and_(compared, path.contains_doc(raw))
+        if op == "=" and raw[:1] not in ("{", "["):
+            # SQLite's json_extract gives numbers as numbers, which never equal text, and
+            # objects and arrays as JSON text starting with { or [: no other value equals
+            # this literal, so the type check (a second parse of the document) is not needed.
+            return compared
+        return and_(compared, path.is_type("string"))
 
     def exists(self, field: Field, table: Alias) -> ColumnElement[bool]:
         """``<field> exists``: non-null column / JSON value, non-empty tag or class list."""

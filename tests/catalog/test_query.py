@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 
+import catalog.query as query_module
 from catalog.catalog import Catalog
 from catalog.errors import QueryError
 from catalog.query import search
@@ -78,6 +80,14 @@ def test_issue_example(catalog: Catalog, data: Data) -> None:
         ("file.info.Derived = true", ["s01/t1.nii.gz"]),
         ("file.info.Derived = FALSE", ["s01/t1.dcm"]),
         ("file.info.Derived exists and not file.info.Derived = true", ["s01/t1.dcm"]),
+        # type-strict equality: true/false are not 1/0, an array is not its JSON text
+        ("file.info.Derived = 1", []),
+        ("file.info.Derived = 0", []),
+        ("file.info.Flags = '[\"a\",7]'", []),
+        ("file.info.Flags = '[\"a\", 7]'", []),
+        ("file.type = dicom and session.info.age = '40'", ["s03/t1.dcm"]),
+        ("file.type = dicom and session.info.age = 40", []),
+        ("file.type = dicom and session.info.age = 50", ["x01/t1.dcm"]),
         (
             "file.info.SeriesNumber != 3 and file.type = dicom",
             ["s01/bold.dcm", "s03/t1.dcm", "x01/t1.dcm"],
@@ -259,10 +269,34 @@ def test_permissions(catalog: Catalog, data: Data, as_user: Callable[[str], Cata
     assert found(eve, "", "group") == []
 
 
-def test_search_function_streams_in_a_session(catalog: Catalog, data: Data) -> None:
-    with catalog.db.session(readonly=True) as session:
-        rows = search(session, catalog.actor, "file.type = pdf", columns=["file.name"])
+def test_search_function_streams_on_a_connection(catalog: Catalog, data: Data) -> None:
+    with catalog.db.reading() as conn:
+        rows = search(conn, catalog.actor, "file.type = pdf", columns=["file.name"])
         assert list(rows) == [{"file.name": "protocol.pdf"}]
+
+
+def test_rows_stream_in_chunks(catalog: Catalog, data: Data, monkeypatch: Any) -> None:
+    """Rows cross chunk boundaries intact: values decoded per chunk land in their rows."""
+    columns = ["path", "file.name", "file.info.Flags", "file.created", "session.info.age"]
+    whole = list(catalog.search("", columns=columns))
+    assert len(whole) > 3
+    monkeypatch.setattr(query_module, "YIELD_PER", 2)
+    assert list(catalog.search("", columns=columns)) == whole
+    assert [list(r) for r in whole] == [columns] * len(whole)
+
+
+def test_search_abandoned_midway_leaves_the_catalog_usable(
+    catalog: Catalog, data: Data, monkeypatch: Any
+) -> None:
+    """A consumer that stops reading (``next`` then close) releases the connection cleanly,
+    also while PostgreSQL is still streaming rows."""
+    monkeypatch.setattr(query_module, "YIELD_PER", 1)
+    for _ in range(3):  # more than once: each time on a connection returned to the pool
+        rows = catalog.search("", columns=["file.id"])
+        assert next(rows)["file.id"] > 0
+        rows.close()
+    catalog.info_set("lab/brain", {"after": 1})
+    assert found(catalog, "project.info.after = 1", "project") == [data["brain"]]
 
 
 def test_errors_are_raised_before_streaming(catalog: Catalog) -> None:
