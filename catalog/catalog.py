@@ -285,10 +285,7 @@ class Catalog:
 
         def rows() -> Iterator[dict[str, Any]]:
             with self.db.reading() as conn:
-                for chunk in search_query.search_chunks(
-                    conn, self.actor, query, target, names, limit
-                ):
-                    yield from chunk
+                yield from search_query.search(conn, self.actor, query, target, names, limit)
 
         return rows()
 

@@ -76,7 +76,6 @@ __all__ = [
     "parse",
     "parse_field",
     "search",
-    "search_chunks",
 ]
 
 YIELD_PER = 500
@@ -110,23 +109,12 @@ def search(
     QueryError raised) before this returns; rows are then streamed from ``conn`` (see
     :mod:`catalog.query.prepared`), which must stay open while the iterator is consumed.
     """
-    return chain.from_iterable(search_chunks(conn, actor, query, target, columns, limit))
-
-
-def search_chunks(
-    conn: Connection,
-    actor: Actor,
-    query: str,
-    target: str = "file",
-    columns: Sequence[str] | None = None,
-    limit: int | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """:func:`search`'s rows in lists of up to :data:`YIELD_PER` rows."""
     names = columns_for(target, columns)
     stmt = compile_search(
         query, target, names, conn.dialect.name, readable_scope_ids(conn, actor), limit
     )
-    return _chunks(conn, prepared.prepare(stmt, conn.dialect, tuple(names), target))
+    statement = prepared.prepare(stmt, conn.dialect, tuple(names), target)
+    return chain.from_iterable(_chunks(conn, statement))
 
 
 def _chunks(conn: Connection, statement: prepared.Prepared) -> Iterator[list[dict[str, Any]]]:
