@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -279,15 +280,15 @@ class Catalog:
     ) -> Iterator[dict[str, Any]]:
         """Readable ``target`` objects matching ``query`` (see :mod:`catalog.query`), streamed
         as dicts keyed by column.  QueryError is raised now; rows come from one read-only
-        transaction that stays open until the iterator is exhausted or closed."""
+        transaction that stays open until the iterator is exhausted or dropped."""
         names = search_query.columns_for(target, columns)
         search_query.compile_search(query, target, names, self.db.dialect, limit=limit)
 
-        def rows() -> Iterator[dict[str, Any]]:
+        def chunks() -> Iterator[list[dict[str, Any]]]:
             with self.db.reading() as conn:
-                yield from search_query.search(conn, self.actor, query, target, names, limit)
+                yield from search_query.search_chunks(conn, self.actor, query, target, names, limit)
 
-        return rows()
+        return chain.from_iterable(chunks())
 
     # -- removal and permissions ------------------------------------------------------
 

@@ -53,7 +53,6 @@ Results are limited to the groups and projects the user can read.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import Any
 
 from sqlalchemy import Connection
@@ -75,7 +74,7 @@ __all__ = [
     "install_sqlite_functions",
     "parse",
     "parse_field",
-    "search",
+    "search_chunks",
 ]
 
 YIELD_PER = 500
@@ -95,15 +94,17 @@ def columns_for(target: str = "file", columns: Sequence[str] | None = None) -> l
     return list(dict.fromkeys(names))
 
 
-def search(
+def search_chunks(
     conn: Connection,
     actor: Actor,
     query: str,
     target: str = "file",
     columns: Sequence[str] | None = None,
     limit: int | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Rows of ``target`` objects matching ``query`` that ``actor`` may read, ordered by id.
+) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``target`` objects matching ``query`` that ``actor`` may read, ordered by id,
+    in lists of up to :data:`YIELD_PER` rows (``itertools.chain.from_iterable`` makes them
+    one stream of rows without a Python step per row).
 
     Each row is a dict keyed by :func:`columns_for` names.  The query is compiled (and
     QueryError raised) before this returns; rows are then streamed from ``conn`` (see
@@ -113,8 +114,7 @@ def search(
     stmt = compile_search(
         query, target, names, conn.dialect.name, readable_scope_ids(conn, actor), limit
     )
-    statement = prepared.prepare(stmt, conn.dialect, tuple(names), target)
-    return chain.from_iterable(_chunks(conn, statement))
+    return _chunks(conn, prepared.prepare(stmt, conn.dialect, tuple(names), target))
 
 
 def _chunks(conn: Connection, statement: prepared.Prepared) -> Iterator[list[dict[str, Any]]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Select
@@ -43,7 +44,7 @@ def decoder(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
             for i, step in steps:
                 cols[i] = step(cols[i])
             chunk = list(zip(*cols, strict=True))
-        rows = [dict(zip(labels, row, strict=False)) for row in chunk]  # lengths match
+        rows = list(map(dict, map(zip, repeat(labels), chunk)))  # fastest way to dicts
         if not with_path:
             return rows  # the statement selects exactly ``names``, in order
         # ``path`` was selected as hidden label columns, one per level.

@@ -11,7 +11,7 @@ import pytest
 import catalog.query as query_module
 from catalog.catalog import Catalog
 from catalog.errors import QueryError
-from catalog.query import search
+from catalog.query import search_chunks
 from tests.catalog.query_data import T0, T1, Data, build
 
 
@@ -271,8 +271,8 @@ def test_permissions(catalog: Catalog, data: Data, as_user: Callable[[str], Cata
 
 def test_search_function_streams_on_a_connection(catalog: Catalog, data: Data) -> None:
     with catalog.db.reading() as conn:
-        rows = search(conn, catalog.actor, "file.type = pdf", columns=["file.name"])
-        assert list(rows) == [{"file.name": "protocol.pdf"}]
+        chunks = search_chunks(conn, catalog.actor, "file.type = pdf", columns=["file.name"])
+        assert list(chunks) == [[{"file.name": "protocol.pdf"}]]
 
 
 def test_rows_stream_in_chunks(catalog: Catalog, data: Data, monkeypatch: Any) -> None:
@@ -294,7 +294,7 @@ def test_search_abandoned_midway_leaves_the_catalog_usable(
     for _ in range(3):  # more than once: each time on a connection returned to the pool
         rows = catalog.search("", columns=["file.id"])
         assert next(rows)["file.id"] > 0
-        rows.close()
+        del rows  # closes the generator inside, which ends its transaction
     catalog.info_set("lab/brain", {"after": 1})
     assert found(catalog, "project.info.after = 1", "project") == [data["brain"]]
 
