@@ -279,8 +279,8 @@ class Catalog:
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Readable ``target`` objects matching ``query`` (see :mod:`catalog.query`), streamed
-        as dicts keyed by column.  QueryError is raised now; rows come from one read-only
-        transaction that stays open until the iterator is exhausted or dropped."""
+        as dicts keyed by column.  QueryError is raised now; rows come from one database
+        connection (one snapshot) held until the iterator is exhausted or dropped."""
         names = search_query.columns_for(target, columns)
         search_query.compile_search(query, target, names, self.db.dialect, limit=limit)
 

@@ -126,8 +126,11 @@ class Database:
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A Core connection for reads that need no ORM objects (searches): it begins like a
-        read-only session and is rolled back when the block ends."""
+        """A Core connection for reads that need no ORM objects (searches).  A statement run
+        through it begins a read-only transaction (SQLite: ``BEGIN DEFERRED``), rolled back
+        when the block ends.  On SQLite, statements run on its driver connection outside
+        such a transaction (see :mod:`catalog.query.prepared`) are each their own snapshot;
+        psycopg begins one itself."""
         with self._read_engine.connect() as conn:
             yield conn
 
