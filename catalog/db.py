@@ -10,6 +10,7 @@ database whose revision differs from the code's.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -95,7 +96,10 @@ def _configure_sqlite(engine: Engine) -> None:
         mode = "DEFERRED" if conn.get_execution_options().get("gb_readonly") else "IMMEDIATE"
         # Straight to the driver: a statement through SQLAlchemy costs ~25 us more, which is
         # a sixth of a short search.
-        conn.connection.driver_connection.execute(f"BEGIN {mode}")
+        try:
+            conn.connection.driver_connection.execute(f"BEGIN {mode}")
+        except sqlite3.OperationalError as exc:  # e.g. locked longer than the busy timeout
+            raise DatabaseError(f"cannot begin a transaction on the catalog: {exc}") from exc
 
 
 class Database:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
+from catalog import db as catalog_db
 from catalog.catalog import Catalog
+from catalog.errors import DatabaseError
 from catalog.gc import collect_garbage
 from catalog.models import File
 
@@ -91,3 +95,25 @@ def test_upload_killed_with_sigkill_leaves_no_orphan_row(
     catalog.upload([src], "lab/p")
     with catalog.db.session(readonly=True) as s:
         assert s.scalar(select(func.count()).select_from(File)) == 2000
+
+
+def test_writer_locked_out_past_the_busy_timeout_gets_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite: another process holding the write lock longer than the busy timeout is a
+    DatabaseError naming the lock, and the blocked write leaves nothing behind."""
+    monkeypatch.setattr(catalog_db, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "locked.db"
+    cat = Catalog.initialize(f"sqlite:///{path}", str(tmp_path / "blobs"), "admin")
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(DatabaseError, match="locked"):
+            cat.create_group("lab")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert [node.label for node in cat.tree("")] == []
+    cat.create_group("lab")
+    assert [node.label for node in cat.tree("")] == ["lab"]
+    cat.close()
