@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog.errors import PermissionDeniedError
@@ -88,7 +88,7 @@ def require(session: Session, actor: Actor, container: Container, needed: RoleNa
         )
 
 
-def readable_scope_ids(session: Session | Connection, actor: Actor) -> list[int] | None:
+def readable_scope_ids(session: Session, actor: Actor) -> list[int] | None:
     """Group/project ids the actor can read; None means everything (site admin)."""
     if actor.is_admin:
         return None

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -109,8 +109,9 @@ class Database:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url, **engine_kwargs)
         self._write = sessionmaker(self.engine, expire_on_commit=False)
-        self._read_engine = self.engine.execution_options(gb_readonly=True)
-        self._read = sessionmaker(self._read_engine, expire_on_commit=False)
+        self._read = sessionmaker(
+            self.engine.execution_options(gb_readonly=True), expire_on_commit=False
+        )
 
     @property
     def dialect(self) -> str:
@@ -127,16 +128,6 @@ class Database:
             except BaseException:
                 sess.rollback()
                 raise
-
-    @contextmanager
-    def reading(self) -> Iterator[Connection]:
-        """A Core connection for reads that need no ORM objects (searches).  A statement run
-        through it begins a read-only transaction (SQLite: ``BEGIN DEFERRED``), rolled back
-        when the block ends.  On SQLite, statements run on its driver connection outside
-        such a transaction (see :mod:`catalog.query.prepared`) are each their own snapshot;
-        psycopg begins one itself."""
-        with self._read_engine.connect() as conn:
-            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()

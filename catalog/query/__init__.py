@@ -55,10 +55,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
 
 from catalog import dataview
-from catalog.access import Actor, readable_scope_ids
 from catalog.errors import QueryError
 from catalog.query import prepared
 from catalog.query.compiler import compile_search
@@ -95,32 +94,36 @@ def columns_for(target: str = "file", columns: Sequence[str] | None = None) -> l
 
 
 def search_chunks(
-    conn: Connection,
-    actor: Actor,
+    driver_conn: Any,
+    dialect: Dialect,
+    readable: list[int] | None,
     query: str,
     target: str = "file",
     columns: Sequence[str] | None = None,
     limit: int | None = None,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Rows of ``target`` objects matching ``query`` that ``actor`` may read, ordered by id,
-    in lists of up to :data:`YIELD_PER` rows (``itertools.chain.from_iterable`` makes them
-    one stream of rows without a Python step per row).
+    """Rows of ``target`` objects matching ``query`` within ``readable`` (see
+    :func:`catalog.access.readable_scope_ids`), ordered by id, in lists of up to
+    :data:`YIELD_PER` rows (``itertools.chain.from_iterable`` makes them one stream of rows
+    without a Python step per row).
 
     Each row is a dict keyed by :func:`columns_for` names.  The query is compiled (and
-    QueryError raised) before this returns; rows are then streamed from ``conn`` (see
-    :mod:`catalog.query.prepared`), which must stay open while the iterator is consumed.
+    QueryError raised) before this returns; rows are then streamed from ``driver_conn``, a
+    DBAPI connection of ``dialect`` (see :mod:`catalog.query.prepared`), which must stay open
+    while the iterator is consumed.
     """
     names = columns_for(target, columns)
-    stmt = compile_search(
-        query, target, names, conn.dialect.name, readable_scope_ids(conn, actor), limit
-    )
-    return _chunks(conn, prepared.prepare(stmt, conn.dialect, tuple(names), target))
+    stmt = compile_search(query, target, names, dialect.name, readable, limit)
+    statement = prepared.prepare(stmt, dialect, tuple(names), target)
+    return _chunks(driver_conn, statement, dialect.loaded_dbapi.Error)
 
 
-def _chunks(conn: Connection, statement: prepared.Prepared) -> Iterator[list[dict[str, Any]]]:
+def _chunks(
+    driver_conn: Any, statement: prepared.Prepared, driver_error: type[Exception]
+) -> Iterator[list[dict[str, Any]]]:
     try:
-        yield from prepared.run(conn, statement, YIELD_PER)
-    except conn.dialect.loaded_dbapi.Error as exc:
+        yield from prepared.run(driver_conn, statement, YIELD_PER)
+    except driver_error as exc:
         if getattr(exc, "sqlstate", None) == _PG_INVALID_REGEX:
             raise QueryError(f"invalid regular expression for PostgreSQL: {exc}") from exc
         raise

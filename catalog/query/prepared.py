@@ -19,7 +19,7 @@ from functools import lru_cache
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import Connection, Select
+from sqlalchemy import Select
 from sqlalchemy.engine import Dialect
 
 from catalog.query.rows import Decoder, decoder
@@ -59,13 +59,12 @@ def prepare(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
     )
 
 
-def run(conn: Connection, prepared: Prepared, chunk: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows of ``prepared`` on ``conn``'s DBAPI connection, in lists of up to ``chunk`` rows,
-    in ``conn``'s transaction if it has begun one (else, on SQLite, the one statement is its
-    own snapshot).  Driver errors are raised as the driver's exceptions."""
-    dbapi = conn.connection.driver_connection
-    assert dbapi is not None
-    cursor = dbapi.cursor()
+def run(driver_conn: Any, prepared: Prepared, chunk: int) -> Iterator[list[dict[str, Any]]]:
+    """Rows of ``prepared`` on DBAPI connection ``driver_conn``, in lists of up to ``chunk``
+    rows: on SQLite (autocommit) the statement is its own snapshot; psycopg begins a
+    transaction, which the connection's owner ends.  Driver errors are raised as the
+    driver's exceptions."""
+    cursor = driver_conn.cursor()
     try:
         if prepared.streamed:
             # psycopg: one round trip, rows arrive in chunks (libpq's chunked or single-row

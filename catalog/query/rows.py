@@ -3,9 +3,9 @@
 JSON-text result columns (``info``, ``tags`` and ``classification`` values, typed
 :class:`catalog.dataview.JsonText`) arrive as text and are parsed here a chunk at a time, with
 one :func:`json.loads` of a JSON array of the chunk's values per column: on a 10,000-row Data
-View export with four JSON columns, decoding value by value added a third to the query's time.  Other typed columns
-(timestamps) go through their type's result processor for the dialect, as SQLAlchemy would
-apply it; plain ones are passed on as the driver returns them.
+View export with four JSON columns, decoding value by value added a third to the query's
+time.  Other typed columns (timestamps) go through their type's result processor for the
+dialect, as SQLAlchemy would apply it; plain ones are passed on as the driver returns them.
 """
 
 from __future__ import annotations

@@ -269,10 +269,18 @@ def test_permissions(catalog: Catalog, data: Data, as_user: Callable[[str], Cata
     assert found(eve, "", "group") == []
 
 
-def test_search_function_streams_on_a_connection(catalog: Catalog, data: Data) -> None:
-    with catalog.db.reading() as conn:
-        chunks = search_chunks(conn, catalog.actor, "file.type = pdf", columns=["file.name"])
+def test_search_chunks_on_a_driver_connection(catalog: Catalog, data: Data) -> None:
+    engine = catalog.db.engine
+    pooled = engine.raw_connection()
+    try:
+        chunks = search_chunks(
+            pooled.driver_connection, engine.dialect, None, "file.type = pdf", columns=["file.name"]
+        )
         assert list(chunks) == [[{"file.name": "protocol.pdf"}]]
+        scoped = search_chunks(pooled.driver_connection, engine.dialect, [], "file.type = pdf")
+        assert list(scoped) == []
+    finally:
+        pooled.close()
 
 
 def test_rows_stream_in_chunks(catalog: Catalog, data: Data, monkeypatch: Any) -> None:
