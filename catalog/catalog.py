@@ -282,21 +282,20 @@ class Catalog:
         as dicts keyed by column.  QueryError is raised now; rows come from one database
         connection (one snapshot) held until the iterator is exhausted or dropped.  What the
         user may read is looked up now, too."""
-        names = search_query.columns_for(target, columns)
-        search_query.compile_search(query, target, names, self.db.dialect, limit=limit)
         readable = None
         if not self.actor.is_admin:
             with self.db.session(readonly=True) as session:
                 readable = readable_scope_ids(session, self.actor)
         engine = self.db.engine
+        statement = search_query.prepare_search(
+            engine.dialect, readable, query, target, columns, limit
+        )
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             # A pooled driver connection, not a SQLAlchemy Connection (~15 us less per search).
             pooled = engine.raw_connection()
             try:
-                yield from search_query.search_chunks(
-                    pooled.driver_connection, engine.dialect, readable, query, target, names, limit
-                )
+                yield from search_query.search_chunks(pooled.driver_connection, statement)
             finally:
                 pooled.close()  # back to the pool, which rolls back what psycopg began
 

@@ -61,9 +61,9 @@ class Source(ABC):
         """Up to ``length`` bytes from offset ``start`` (fewer at the end of the object)."""
 
     def read_ahead(
-        self, objects: Sequence[tuple[str, int]]
+        self, objects: Sequence[Sequence[Any]]
     ) -> Iterator[tuple[str, bytes | SourceError]]:
-        """``(key, bytes)`` for each ``(key, listed size)`` in order, read by
+        """``(key, bytes)`` for each object as listed (``(key, size, ...)``) in order, read by
         :data:`READ_THREADS` threads up to :data:`READ_AHEAD_BYTES` (and at least one
         object) ahead of the caller, so that disk reads or GETs overlap its work.  An object
         that cannot be read yields its SourceError in place of its bytes."""

@@ -9,17 +9,16 @@ task's: the ingest carries on.
 from __future__ import annotations
 
 import io
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 
 from catalog.blobstore import BlobStore, open_blobstore
-from catalog.blobstore.base import SPOOL_BYTES, BlobBatch
+from catalog.blobstore.base import BlobBatch, BlobInfo
 from catalog.errors import GearbrokerError
 from ingest.deid import Profile, check_blob, deidentify
 from ingest.dicom import (
@@ -91,7 +90,7 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     out: list[Record] = []
     series: dict[str, list[tuple[Record, bytes]]] = {}
     for (key, size, etag, *_rest), (_key, read) in zip(
-        objects, spec.source.read_ahead([(o[0], o[1]) for o in objects]), strict=True
+        objects, spec.source.read_ahead(objects), strict=True
     ):
         record: Record = {"key": key, "size": size, "etag": etag}
         try:
@@ -183,7 +182,7 @@ def _mapped(record: Record, status: str, target: Target, log: list[str], **extra
 def store_dicom(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
     """Single-phase DICOM ingest (no packing): read each file once, check and map its
     header, de-identify, store the blob (the shard's blobs are synced together)."""
-    reads = spec.source.read_ahead([(o[0], o[1]) for o in objects])
+    reads = spec.source.read_ahead(objects)
     with spec.store().batch() as batch:
         return [
             _store_one_dicom(spec, batch, key, size, etag, read)
@@ -207,7 +206,7 @@ def store_folder(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Recor
     """Folder ingest: store each file as it is (DICOM files de-identified when a profile is
     given); placement was decided from the path by the driver."""
     out = []
-    reads = spec.source.read_ahead([(o[0], o[1]) for o in objects])
+    reads = spec.source.read_ahead(objects)
     with spec.store().batch() as batch:
         for (key, size, etag, subject, session, acquisition, name), (_key, read) in zip(
             objects, reads, strict=True
@@ -259,12 +258,18 @@ def pack_groups(spec: WorkSpec, groups: Sequence[Record]) -> list[Record]:
     return out
 
 
+class _NothingPacked(Exception):
+    """Raised by a series' zip writer when no member could go in: no blob is stored."""
+
+
 def _pack_group(spec: WorkSpec, batch: BlobBatch, group: Record) -> Record:
-    """One series' zip, built in memory (on disk past SPOOL_BYTES) and put in ``batch``."""
+    """One series' zip, written member by member into the store (see
+    :meth:`BlobBatch.put_built`) as part of ``batch``."""
     outcomes: list[list[Any]] = []
     seen: dict[str, str] = {}
-    with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as spool:
-        with zipfile.ZipFile(spool, "w", zipfile.ZIP_STORED) as archive:
+
+    def write(out: BinaryIO) -> None:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
             for item_id, key, size, member in group["members"]:
                 if member in seen:
                     outcomes.append([item_id, "duplicate", f"same instance as {seen[member]}"])
@@ -278,10 +283,13 @@ def _pack_group(spec: WorkSpec, batch: BlobBatch, group: Record) -> Record:
                     continue
                 seen[member] = key
                 archive.writestr(zipfile.ZipInfo(member, _ZIP_TIME), data)
+        if not seen:
+            raise _NothingPacked
+
+    try:
+        blob: BlobInfo | None = batch.put_built(write)
+    except _NothingPacked:
         blob = None
-        if seen:
-            spool.seek(0)
-            blob = batch.put_stream(cast(BinaryIO, spool))
     return {
         "group_key": group["group_key"],
         "sha256": blob.sha256 if blob else None,

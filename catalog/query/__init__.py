@@ -73,6 +73,7 @@ __all__ = [
     "install_sqlite_functions",
     "parse",
     "parse_field",
+    "prepare_search",
     "search_chunks",
 ]
 
@@ -93,37 +94,32 @@ def columns_for(target: str = "file", columns: Sequence[str] | None = None) -> l
     return list(dict.fromkeys(names))
 
 
-def search_chunks(
-    driver_conn: Any,
+def prepare_search(
     dialect: Dialect,
     readable: list[int] | None,
     query: str,
     target: str = "file",
     columns: Sequence[str] | None = None,
     limit: int | None = None,
-) -> Iterator[list[dict[str, Any]]]:
-    """Rows of ``target`` objects matching ``query`` within ``readable`` (see
-    :func:`catalog.access.readable_scope_ids`), ordered by id, in lists of up to
-    :data:`YIELD_PER` rows (``itertools.chain.from_iterable`` makes them one stream of rows
-    without a Python step per row).
-
-    Each row is a dict keyed by :func:`columns_for` names.  The query is compiled (and
-    QueryError raised) before this returns; rows are then streamed from ``driver_conn``, a
-    DBAPI connection of ``dialect`` (see :mod:`catalog.query.prepared`), which must stay open
-    while the iterator is consumed.
-    """
+) -> prepared.Prepared:
+    """The search for ``target`` objects matching ``query`` within ``readable`` (see
+    :func:`catalog.access.readable_scope_ids`), compiled for ``dialect`` and ready to run with
+    :func:`search_chunks`.  Raises QueryError.  Memoized."""
     names = columns_for(target, columns)
     stmt = compile_search(query, target, names, dialect.name, readable, limit)
-    statement = prepared.prepare(stmt, dialect, tuple(names), target)
-    return _chunks(driver_conn, statement, dialect.loaded_dbapi.Error)
+    return prepared.prepare(stmt, dialect, tuple(names), target)
 
 
-def _chunks(
-    driver_conn: Any, statement: prepared.Prepared, driver_error: type[Exception]
-) -> Iterator[list[dict[str, Any]]]:
+def search_chunks(driver_conn: Any, statement: prepared.Prepared) -> Iterator[list[dict[str, Any]]]:
+    """The rows of a :func:`prepare_search` statement, ordered by id, in lists of up to
+    :data:`YIELD_PER` rows (``itertools.chain.from_iterable`` makes them one stream of rows
+    without a Python step per row).  Each row is a dict keyed by :func:`columns_for` names.
+    ``driver_conn`` is a DBAPI connection of the statement's dialect (see
+    :mod:`catalog.query.prepared`); it must stay open while the iterator is consumed.
+    """
     try:
         yield from prepared.run(driver_conn, statement, YIELD_PER)
-    except driver_error as exc:
+    except statement.driver_error as exc:
         if getattr(exc, "sqlstate", None) == _PG_INVALID_REGEX:
             raise QueryError(f"invalid regular expression for PostgreSQL: {exc}") from exc
         raise

@@ -33,6 +33,7 @@ class Prepared:
     params: Sequence[Any] | Mapping[str, Any]
     decode: Decoder
     streamed: bool  # psycopg's Cursor.stream (else fetchmany on a lazy cursor: SQLite)
+    driver_error: type[Exception]  # the driver's base exception class
 
 
 @lru_cache(maxsize=256)
@@ -56,6 +57,7 @@ def prepare(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
         params=params,
         decode=decoder(stmt, dialect, names, target),
         streamed=dialect.name == "postgresql",
+        driver_error=dialect.loaded_dbapi.Error,
     )
 
 

@@ -11,7 +11,7 @@ import pytest
 import catalog.query as query_module
 from catalog.catalog import Catalog
 from catalog.errors import QueryError
-from catalog.query import search_chunks
+from catalog.query import prepare_search, search_chunks
 from tests.catalog.query_data import T0, T1, Data, build
 
 
@@ -273,11 +273,12 @@ def test_search_chunks_on_a_driver_connection(catalog: Catalog, data: Data) -> N
     engine = catalog.db.engine
     pooled = engine.raw_connection()
     try:
-        chunks = search_chunks(
-            pooled.driver_connection, engine.dialect, None, "file.type = pdf", columns=["file.name"]
-        )
+        pdfs = prepare_search(engine.dialect, None, "file.type = pdf", columns=["file.name"])
+        chunks = search_chunks(pooled.driver_connection, pdfs)
         assert list(chunks) == [[{"file.name": "protocol.pdf"}]]
-        scoped = search_chunks(pooled.driver_connection, engine.dialect, [], "file.type = pdf")
+        scoped = search_chunks(
+            pooled.driver_connection, prepare_search(engine.dialect, [], "file.type = pdf")
+        )
         assert list(scoped) == []
     finally:
         pooled.close()
