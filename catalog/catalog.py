@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from catalog import audit, infokeys, transfer
@@ -20,7 +21,12 @@ from catalog import query as search_query
 from catalog.access import Actor, actor_for, get_or_create_user, readable_scope_ids, require
 from catalog.blobstore import BlobStore, open_blobstore
 from catalog.db import Database, check_schema, upgrade
-from catalog.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from catalog.errors import (
+    ConflictError,
+    DatabaseError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from catalog.models import Container, File, Level, Role, RoleName
 from catalog.paths import format_path, parse_path
 from catalog.rules import enqueue_rule_matches
@@ -293,7 +299,10 @@ class Catalog:
 
         def chunks() -> Iterator[list[dict[str, Any]]]:
             # A pooled driver connection, not a SQLAlchemy Connection (~15 us less per search).
-            pooled = engine.raw_connection()
+            try:
+                pooled = engine.raw_connection()
+            except sa_exc.DBAPIError as exc:
+                raise DatabaseError(f"cannot open the catalog database: {exc.orig}") from exc
             try:
                 yield from search_query.search_chunks(pooled.driver_connection, statement)
             finally:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -119,12 +119,24 @@ class Database:
 
     @contextmanager
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
-        """A session in one transaction: committed on success, rolled back on error."""
+        """A session in one transaction: committed on success, rolled back on error.  A
+        database failure that the code inside did not handle (the server gone, a disk
+        full, a file that is not a database) leaves as a :class:`DatabaseError`; an
+        ``IntegrityError`` (a unique key clash) leaves as it is, for callers that retry."""
         factory = self._read if readonly else self._write
         with factory() as sess:
             try:
                 yield sess
                 sess.commit()  # read-only: nothing to write, but keeps loaded objects usable
+            except sa_exc.IntegrityError:  # a clash: the callers that expect one handle it
+                sess.rollback()
+                raise
+            except sa_exc.DBAPIError as exc:
+                # The connection may be what failed: report this error, not the rollback's
+                # (the pool discards a connection it cannot roll back).
+                with suppress(sa_exc.DBAPIError):
+                    sess.rollback()
+                raise DatabaseError(f"catalog database error: {exc.orig}") from exc
             except BaseException:
                 sess.rollback()
                 raise
@@ -164,7 +176,7 @@ def check_schema(engine: Engine) -> None:
     """Raise unless the database is at exactly this code's schema revision."""
     try:
         current = current_revision(engine)
-    except sa_exc.OperationalError as exc:
+    except sa_exc.DBAPIError as exc:  # refused, missing, or not a database at all
         raise DatabaseError(f"cannot open the catalog database: {exc.orig}") from exc
     head = head_revision()
     if current == head:

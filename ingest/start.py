@@ -26,6 +26,7 @@ from ingest.pipeline import dask_client
 def start_ingest(cat: Catalog, options: IngestOptions) -> int:
     """Check access, create the project if needed, record a new IngestRun; returns its id."""
     source = options.open_source()  # fails early on a bad URL or a missing folder
+    source.check()  # ... and on a bucket without a client library, account or credentials
     project = _project(cat, options.group, options.project)
     run_id = runs.create_run(
         cat.db, source.url, options.kind, project.id, options.to_json(), cat.actor.username

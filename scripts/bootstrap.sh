@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create the project virtualenv and install gearbroker into it (editable).
 #
-# Usage: scripts/bootstrap.sh [EXTRA...]     (default extras: test dev postgres kubernetes)
+# Usage: scripts/bootstrap.sh [EXTRA...]     (default extras: test dev postgres kubernetes gcs azure)
 #
 # The venv lives at ${GEARBROKER_VENV:-<repo>/.venv} and is built with the `python3` on PATH,
 # which must be Python >= 3.11. On Debian's system Python the missing venv/ensurepip support
@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/services/lib.sh"
 if (($#)); then
     extras=("$@")
 else
-    extras=(test dev postgres kubernetes)
+    extras=(test dev postgres kubernetes gcs azure)
 fi
 extras_csv="$(IFS=,; echo "${extras[*]}")"
 stamp="$GEARBROKER_VENV/.gearbroker-installed"

@@ -7,7 +7,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/services/lib.sh
 source "$here/services/lib.sh"
-bash "$here/bootstrap.sh" test dev postgres kubernetes
+bash "$here/bootstrap.sh" test dev postgres kubernetes gcs azure
 apt_install bubblewrap
 bash "$here/images/build-test-images.sh" rootfs
 exec "$GEARBROKER_VENV/bin/gearbroker" demo --workdir "${1:-$GB_REPO_ROOT/gearbroker-demo}" \

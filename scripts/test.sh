@@ -7,8 +7,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/services/lib.sh"
 cd "$GB_REPO_ROOT"
 
-bash "$here/bootstrap.sh" test dev postgres kubernetes
-for service in postgres moto podman docker slurm sshd; do
+bash "$here/bootstrap.sh" test dev postgres kubernetes gcs azure
+for service in postgres moto gcs azurite podman docker slurm sshd; do
     bash "$here/services/$service.sh" start
 done
 bash "$here/images/build-test-images.sh" all

@@ -96,3 +96,22 @@ def test_pg_database_is_fresh(pg_url: str, pg_database: str) -> None:
             conn.execute(sa.text("insert into t values (1)"))
     finally:
         engine.dispose()
+
+
+def test_lib_emulator_starts_reports_and_stops_a_server(tmp_path: Path) -> None:
+    extra = LIB.parent / "lib_extra.sh"
+    emulator = LIB.parent / "lib_emulator.sh"
+    body = (
+        f'source "{extra}"; source "{emulator}"; '
+        'emu_start web "" python3 -m http.server "{port}" --bind 127.0.0.1; '
+        "emu_start web '' false; "  # running: not started again
+        'port="$(emu_port web)"; emu_status web; '
+        'emu_stop web; emu_status web || echo "stopped with $?"; '
+        '! port_in_use "$port" && echo "port $port free"'
+    )
+    result = _lib(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("running: 127.0.0.1:") and lines[1] == "not running"
+    assert lines[2] == "stopped with 3" and lines[3].startswith("port ")
+    assert not (tmp_path / "web.pid").exists()

@@ -58,7 +58,7 @@ from typing import Any
 from sqlalchemy.engine import Dialect
 
 from catalog import dataview
-from catalog.errors import QueryError
+from catalog.errors import DatabaseError, QueryError
 from catalog.query import prepared
 from catalog.query.compiler import compile_search
 from catalog.query.functions import install_sqlite_functions
@@ -122,4 +122,4 @@ def search_chunks(driver_conn: Any, statement: prepared.Prepared) -> Iterator[li
     except statement.driver_error as exc:
         if getattr(exc, "sqlstate", None) == _PG_INVALID_REGEX:
             raise QueryError(f"invalid regular expression for PostgreSQL: {exc}") from exc
-        raise
+        raise DatabaseError(f"search failed in the catalog database: {exc}") from exc

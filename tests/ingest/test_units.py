@@ -10,7 +10,7 @@ import pytest
 from pydicom import dcmread
 
 from catalog.errors import ConfigError, NotFoundError
-from ingest import sources, tasks
+from ingest import tasks
 from ingest.deid import (
     DeidProfileError,
     check_dataset,
@@ -21,7 +21,16 @@ from ingest.deid import (
 )
 from ingest.dicom import DicomFileError, MappingOptions, header_fields, map_header, read_header
 from ingest.progress import progress_line
-from ingest.sources import KeyFilter, LocalFolderSource, SourceError, globs, open_source
+from ingest.sources import (
+    AzureBlobSource,
+    GCSSource,
+    KeyFilter,
+    LocalFolderSource,
+    SourceError,
+    globs,
+    open_source,
+)
+from ingest.sources import base as source_base
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 from ingest.templates import TemplateError, compile_template, load_template
 
@@ -48,8 +57,16 @@ def test_local_listing_is_in_key_order_and_resumes_after_any_key(tmp_path: Path)
     assert source.read_range("b/c.dcm", 2, 3) == b"c.d"
     with pytest.raises(NotFoundError):
         LocalFolderSource(tmp_path / "missing")
-    with pytest.raises(ConfigError, match="not supported"):
-        open_source("gs://bucket/x")
+    with pytest.raises(ConfigError, match="unsupported source URL scheme"):
+        open_source("ftp://host/x")
+    with pytest.raises(ConfigError, match="no bucket"):
+        open_source("gs:///x")
+    with pytest.raises(ConfigError, match="s3:// sources only"):
+        open_source("az://container/x", profile="research")
+    gcs = open_source("gs://bucket/a%20b/", endpoint_url="http://127.0.0.1:9")
+    assert isinstance(gcs, GCSSource) and (gcs.prefix, gcs.url) == ("a b/", "gs://bucket/a b/")
+    azure = open_source("az://container")
+    assert isinstance(azure, AzureBlobSource) and azure.url == "az://container/"
 
 
 def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
@@ -66,7 +83,7 @@ def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
         return real_read(key)
 
     monkeypatch.setattr(source, "read", read)
-    monkeypatch.setattr(sources, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
+    monkeypatch.setattr(source_base, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
     objects = [(f"f{n:02d}", 1000) for n in range(12)]
     objects.insert(5, ("missing", 1000))
     reads = source.read_ahead(objects)
