@@ -44,7 +44,11 @@ def _common(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--shard-files", type=int, help="Files per shard."),
         click.option("--shard-bytes", type=int, help="Bytes per shard (at most)."),
         click.option("--batch-files", type=int, default=2000, help="Files per catalog commit."),
-        click.option("--endpoint-url", help="S3 endpoint URL (any S3-compatible server)."),
+        click.option(
+            "--endpoint-url",
+            help="Another server of the bucket's API: S3-compatible, GCS JSON API, or the "
+            "Azure account URL.",
+        ),
         click.option("--aws-profile", help="AWS profile for an s3:// source."),
         click.option("--report-json", type=click.Path(dir_okay=False), help="Write the report."),
         click.option("--report-csv", type=click.Path(dir_okay=False), help="Write the problems."),
