@@ -63,8 +63,8 @@ class AzureBlobSource(BucketSource):
                 name_starts_with=self.prefix or None, results_per_page=PAGE_SIZE
             )
             for blob in pages:
-                key = blob.name[len(self.prefix) :]
-                if key and not key.endswith("/") and (start_after is None or key > start_after):
+                key = self.listed_key(blob.name, start_after)
+                if key is not None:
                     yield SourceObject(key, int(blob.size), str(blob.etag).strip('"'))
         except AzureError as exc:
             raise SourceError(f"cannot list {self.url}: {exc.message}") from exc

@@ -136,6 +136,14 @@ class BucketSource(Source):
         """A new client (called at most once per process and address); raises ConfigError
         when the library or the configuration it needs is missing."""
 
+    def listed_key(self, name: str, start_after: str | None) -> str | None:
+        """The key of a listed object ``name``; None for the prefix itself, a folder marker
+        (``.../``) or a key not after ``start_after`` (servers that ignore "start after")."""
+        key = name[len(self.prefix) :]
+        if not key or key.endswith("/") or (start_after is not None and key <= start_after):
+            return None
+        return key
+
     def object_url(self, key: str) -> str:
         """The full URL of ``key``, for messages."""
         return self.url + key

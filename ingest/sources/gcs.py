@@ -54,8 +54,8 @@ class GCSSource(BucketSource):
             kwargs["start_offset"] = self.prefix + start_after  # inclusive: filtered below
         try:
             for blob in self.client.list_blobs(self.bucket, **kwargs):
-                key = blob.name[len(self.prefix) :]
-                if key and not key.endswith("/") and (start_after is None or key > start_after):
+                key = self.listed_key(blob.name, start_after)
+                if key is not None:
                     yield SourceObject(key, int(blob.size), str(blob.generation or blob.etag))
         except _errors() as exc:
             raise SourceError(f"cannot list {self.url}: {exc}") from exc

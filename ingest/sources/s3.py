@@ -40,8 +40,8 @@ class S3Source(BucketSource):
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(**kwargs):
                 for item in page.get("Contents", []):
-                    key = item["Key"][len(self.prefix) :]
-                    if key and not key.endswith("/"):
+                    key = self.listed_key(item["Key"], start_after)
+                    if key is not None:
                         yield SourceObject(key, int(item["Size"]), item["ETag"].strip('"'))
         except (BotoCoreError, ClientError) as exc:
             raise SourceError(f"cannot list {self.url}: {exc}") from exc
