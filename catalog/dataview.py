@@ -20,6 +20,7 @@ from sqlalchemy import DateTime, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from catalog import jsoncodec
 from catalog.errors import InvalidInputError
 from catalog.paths import format_path
 
@@ -84,7 +85,7 @@ def decode_json(text: str | None) -> Any:
         if "." in text or "e" in text or "E" in text:
             return float(text)
         return int(text)
-    return json.loads(text)
+    return jsoncodec.loads(text)
 
 
 _NUMBER_START = frozenset("-0123456789")

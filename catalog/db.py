@@ -25,6 +25,7 @@ from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from catalog import jsoncodec
 from catalog.errors import DatabaseError, SchemaOutdatedError
 from catalog.query.functions import install_sqlite_functions
 
@@ -43,6 +44,8 @@ def normalize_url(url: str) -> str:
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the catalog's per-dialect settings."""
     url = normalize_url(url)
+    kwargs.setdefault("json_serializer", jsoncodec.dumps)
+    kwargs.setdefault("json_deserializer", jsoncodec.loads)
     try:
         parsed = make_url(url)
     except sa_exc.ArgumentError as exc:

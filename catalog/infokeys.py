@@ -17,11 +17,16 @@ def split_key(key: str) -> list[str]:
 
 
 def parse_value(raw: str) -> Any:
-    """A JSON value when ``raw`` parses as JSON, else the raw string."""
+    """A JSON value when ``raw`` parses as JSON, else the raw string (so ``NaN`` and
+    ``Infinity``, which Python's parser accepts but JSON has not, stay strings)."""
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError:
         return raw
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def get_key(info: dict[str, Any], key: str) -> Any:

@@ -71,6 +71,7 @@ def test_bucket_source_lists_in_pages_resumes_and_reads_ranges(
     assert source.read("k010") == bytes([10]) * 10
     assert source.read_range("k010", 2, 3) == bytes([10]) * 3
     assert source.read_range("k005", 3, 100) == bytes([5]) * 2  # fewer at the end
+    assert source.read_range("k005", 1, 0) == b""
     with pytest.raises(SourceError, match="k999"):
         source.read("k999")
     clone = pickle.loads(pickle.dumps(source))

@@ -169,6 +169,23 @@ def test_skip_existing_only_reads_new_files(lab: Catalog, store_url: str, tmp_pa
     assert len(all_files(lab)) == corpus.instances
 
 
+def test_a_nul_inside_a_header_value_is_stored_on_both_databases(
+    lab: Catalog, store_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's jsonb cannot hold NUL: one corrupt header must not fail the batch."""
+    root = tmp_path / "src"
+    root.mkdir()
+    spec = SeriesSpec("P7", "A^B", uid_for("nul-study"), uid_for("nul-series"), 2, "T1w")
+    for index in range(2):
+        ds = make_slice(spec, index)
+        ds.StudyDescription = "Brain\x00MRI"
+        ds.save_as(root / f"{index}.dcm", enforce_file_format=True)
+    summary = ingest(lab, store_url, root, pack=False)
+    assert summary_counts(summary) == {"stored": 2}
+    headers = [f.info["header"]["dicom"] for f in current_files(lab)]
+    assert [h["StudyDescription"] for h in headers] == ["Brain\ufffdMRI"] * 2
+
+
 def test_same_series_in_two_studies_and_missing_uids(
     lab: Catalog, store_url: str, tmp_path: Path
 ) -> None:

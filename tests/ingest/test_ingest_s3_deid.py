@@ -61,6 +61,7 @@ def test_s3_source_lists_in_pages_and_reads_ranges(
     assert keys == [f"k{i:03d}" for i in range(25)]
     assert [o.key for o in source.iter_objects("k020")] == [f"k{i:03d}" for i in range(21, 25)]
     assert source.read_range("k010", 2, 3) == b"xxx" and len(source.read("k024")) == 24
+    assert source.read_range("k010", 2, 0) == b""
 
 
 def test_s3_ingest_matches_the_folder_ingest(
