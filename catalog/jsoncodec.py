@@ -10,9 +10,9 @@ differences, so that every value stores alike on SQLite and PostgreSQL:
 - a NUL character in a string, which ``jsonb`` cannot hold, is written as U+FFFD, the
   replacement character (a corrupt DICOM header's NUL would otherwise fail a whole batch).
 
-Whatever orjson refuses (integers beyond 64 bits, non-string keys)
-is written by :func:`json.dumps`, so no value that stored before fails now; values neither
-accepts raise ``TypeError``.
+Whatever orjson refuses (integers beyond 64 bits, non-string keys) is written by
+:func:`json.dumps`, so no value that stored before fails now; values neither accepts raise
+``TypeError``.
 
 :func:`loads` reads with orjson and falls back to :func:`json.loads` for text orjson
 rejects, such as a ``NaN`` stored by an earlier version.
@@ -29,8 +29,6 @@ import orjson
 
 # Datetimes and dataclasses go to the standard library, which refuses them as it always did.
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
 # A ``\u0000`` escape: after an even number of backslashes (escaped backslashes), if any.
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
