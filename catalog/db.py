@@ -10,6 +10,7 @@ database whose revision differs from the code's.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -24,6 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 from catalog import jsoncodec
 from catalog.errors import DatabaseError, SchemaOutdatedError
@@ -105,6 +107,11 @@ def _configure_sqlite(engine: Engine) -> None:
             raise DatabaseError(f"cannot begin a transaction on the catalog: {exc}") from exc
 
 
+#: Driver connections a Database on a SQLite file keeps for searches (see
+#: :meth:`Database.driver_connection`).
+SPARE_DRIVER_CONNECTIONS = 4
+
+
 class Database:
     """An engine plus session factories for read-write and read-only work."""
 
@@ -115,6 +122,10 @@ class Database:
         self._read = sessionmaker(
             self.engine.execution_options(gb_readonly=True), expire_on_commit=False
         )
+        # Only a file's connections can be kept: each new :memory: connection is a new database.
+        self._keeps_spares = self.dialect == "sqlite" and isinstance(self.engine.pool, QueuePool)
+        self._spares: list[Any] = []
+        self._spares_pid = os.getpid()
 
     @property
     def dialect(self) -> str:
@@ -144,7 +155,55 @@ class Database:
                 sess.rollback()
                 raise
 
+    @contextmanager
+    def driver_connection(self) -> Iterator[Any]:
+        """A DBAPI connection for statements run straight on the driver (searches), apart
+        from any session's transaction.  A failed connect raises DatabaseError.
+
+        On a SQLite file, up to :data:`SPARE_DRIVER_CONNECTIONS` such connections are kept
+        out of the pool and reused: a pool checkout and return cost ~10 us, a quarter of a
+        short indexed search.  One goes back only if it left no transaction open and raised
+        nothing; a forked child never uses its parent's.  Elsewhere (PostgreSQL, an
+        in-memory SQLite) it is a pooled connection, whose return rolls back what psycopg
+        began."""
+        if not self._keeps_spares:
+            pooled = self._checkout()
+            try:
+                yield pooled.driver_connection
+            finally:
+                pooled.close()
+            return
+        if self._spares_pid != os.getpid():  # the parent's connections must not be touched
+            self._spares, self._spares_pid = [], os.getpid()
+        try:
+            conn = self._spares.pop()
+        except IndexError:
+            pooled = self._checkout()
+            conn = pooled.driver_connection
+            pooled.detach()
+        reuse = True
+        try:
+            yield conn
+        except Exception:
+            reuse = False
+            raise
+        finally:
+            if reuse and not conn.in_transaction and len(self._spares) < SPARE_DRIVER_CONNECTIONS:
+                self._spares.append(conn)
+            else:
+                conn.close()
+
+    def _checkout(self) -> Any:
+        try:
+            return self.engine.raw_connection()
+        except sa_exc.DBAPIError as exc:
+            raise DatabaseError(f"cannot open the catalog database: {exc.orig}") from exc
+
     def dispose(self) -> None:
+        """Close the pool's connections and the kept driver connections."""
+        if self._spares_pid == os.getpid():
+            while self._spares:
+                self._spares.pop().close()
         self.engine.dispose()
 
 

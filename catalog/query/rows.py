@@ -11,7 +11,6 @@ dialect, as SQLAlchemy would apply it; plain ones are passed on as the driver re
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import repeat
 from typing import Any
 
 from sqlalchemy import Select
@@ -36,6 +35,7 @@ def decoder(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
         if process is not None:
             steps.append((i, _each(process)))
     with_path = dataview.PATH in names
+    build = _dict_builder(labels)
 
     def decode(chunk: Chunk) -> list[dict[str, Any]]:
         if steps and chunk:
@@ -43,7 +43,7 @@ def decoder(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
             for i, step in steps:
                 cols[i] = step(cols[i])
             chunk = list(zip(*cols, strict=True))
-        rows = list(map(dict, map(zip, repeat(labels), chunk)))  # fastest way to dicts
+        rows = build(chunk)
         if not with_path:
             return rows  # the statement selects exactly ``names``, in order
         # ``path`` was selected as hidden label columns, one per level.
@@ -56,6 +56,25 @@ def decoder(stmt: Select[Any], dialect: Dialect, names: tuple[str, ...], target:
         ]
 
     return decode
+
+
+def _dict_builder(labels: Sequence[str]) -> Callable[[Chunk], list[dict[str, Any]]]:
+    """A function turning rows of ``len(labels)`` values into dicts keyed by ``labels``.
+
+    It is generated as ``lambda rows: [{k0: v0, k1: v1} for (v0, v1) in rows]``, with the
+    labels bound as the names ``k0``, ``k1``, ... (never written into the source): a dict
+    display builds a row 2-2.5x faster than ``dict(zip(labels, row))``, which was half of a
+    500-row search's Python time.
+    """
+    names = range(len(labels))
+    pairs = ", ".join(f"k{i}: v{i}" for i in names)
+    values = ", ".join(f"v{i}" for i in names)
+    source = f"lambda rows: [{{{pairs}}} for ({values},) in rows]"
+    # The source holds only the names k0.. and v0..; the labels arrive as values.
+    build: Callable[[Chunk], list[dict[str, Any]]] = eval(  # noqa: S307
+        source, {"__builtins__": {}, **{f"k{i}": label for i, label in enumerate(labels)}}
+    )
+    return build
 
 
 def _each(process: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from catalog.dataview import decode_json
-from catalog.query.rows import json_column
+from catalog.query.rows import _dict_builder, json_column
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -46,3 +46,19 @@ def test_json_column_never_shifts_values() -> None:
 )
 def test_decode_json_fast_paths_agree_with_json(text: str) -> None:
     assert decode_json(text) == json.loads(text)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=12, unique=True), st.integers(0, 5))
+def test_row_dicts_are_keyed_by_any_labels(labels: list[str], count: int) -> None:
+    """Labels are data, never code: quotes, braces and code-like text come out as keys."""
+    rows = [tuple(f"{n}:{label}" for label in labels) for n in range(count)]
+    assert _dict_builder(labels)(rows) == [dict(zip(labels, row, strict=True)) for row in rows]
+
+
+def test_row_dicts_for_hostile_and_wide_labels() -> None:
+    hostile = ["a'}, __import__('os').system('false'), {'", '"', "k0", "v1", "}]"]
+    assert _dict_builder(hostile)([(1, 2, 3, 4, 5)]) == [
+        dict(zip(hostile, (1, 2, 3, 4, 5), strict=True))
+    ]
+    wide = [f"file.info.c{i}" for i in range(300)]
+    assert _dict_builder(wide)([tuple(range(300))]) == [dict(zip(wide, range(300), strict=True))]
