@@ -201,9 +201,10 @@ class Database:
 
     def dispose(self) -> None:
         """Close the pool's connections and the kept driver connections."""
+        spares, self._spares = self._spares, []
         if self._spares_pid == os.getpid():
-            while self._spares:
-                self._spares.pop().close()
+            for conn in spares:
+                conn.close()
         self.engine.dispose()
 
 
