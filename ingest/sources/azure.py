@@ -69,19 +69,12 @@ class AzureBlobSource(BucketSource):
         except AzureError as exc:
             raise SourceError(f"cannot list {self.url}: {exc.message}") from exc
 
-    def read(self, key: str) -> bytes:
-        return self._get(key, {})
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        if length <= 0:  # no request: an empty span has no valid form
-            return b""
-        return self._get(key, {"offset": start, "length": length})
-
-    def _get(self, key: str, span: dict[str, int]) -> bytes:
+    def get(self, key: str, span: tuple[int, int] | None) -> bytes:
         from azure.core.exceptions import AzureError
 
+        kwargs = {} if span is None else {"offset": span[0], "length": span[1]}
         try:
-            data: bytes = self.client.download_blob(self.prefix + key, **span).readall()
+            data: bytes = self.client.download_blob(self.prefix + key, **kwargs).readall()
         except AzureError as exc:
             raise SourceError(f"cannot read {self.object_url(key)}: {exc.message}") from exc
         return data

@@ -99,8 +99,8 @@ class BucketSource(Source):
     prefix.  ``endpoint_url`` selects another server of the same API (an emulator, an
     on-premises gateway); ``profile`` names a credentials profile where the API has them.
 
-    Subclasses name their :attr:`SCHEME` and build their client in :meth:`make_client`; the
-    client is made once per process and address, and never pickled."""
+    Subclasses name their :attr:`SCHEME`, build their client in :meth:`make_client` (made
+    once per process and address, and never pickled) and fetch bytes in :meth:`get`."""
 
     SCHEME: ClassVar[str]
 
@@ -135,6 +135,19 @@ class BucketSource(Source):
     def make_client(self) -> Any:
         """A new client (called at most once per process and address); raises ConfigError
         when the library or the configuration it needs is missing."""
+
+    @abstractmethod
+    def get(self, key: str, span: tuple[int, int] | None) -> bytes:
+        """The whole object ``key``, or ``length`` bytes from ``start`` for ``span`` =
+        ``(start, length)`` with ``length > 0`` (fewer at the end); SourceError otherwise."""
+
+    def read(self, key: str) -> bytes:
+        return self.get(key, None)
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        if length <= 0:  # no request: no object store API has a form for an empty span
+            return b""
+        return self.get(key, (start, length))
 
     def listed_key(self, name: str, start_after: str | None) -> str | None:
         """The key of a listed object ``name``; None for the prefix itself, a folder marker

@@ -60,18 +60,14 @@ class GCSSource(BucketSource):
         except _errors() as exc:
             raise SourceError(f"cannot list {self.url}: {exc}") from exc
 
-    def read(self, key: str) -> bytes:
-        return self._get(key, {})
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        if length <= 0:  # no request: an empty span has no valid form
-            return b""
-        return self._get(key, {"start": start, "end": start + length - 1})  # end is inclusive
-
-    def _get(self, key: str, span: dict[str, int]) -> bytes:
+    def get(self, key: str, span: tuple[int, int] | None) -> bytes:
+        kwargs = {}
+        if span is not None:
+            start, length = span
+            kwargs = {"start": start, "end": start + length - 1}  # end is inclusive
         try:
             blob = self.client.bucket(self.bucket).blob(self.prefix + key)
-            data: bytes = blob.download_as_bytes(**span)
+            data: bytes = blob.download_as_bytes(**kwargs)
         except _errors() as exc:
             raise SourceError(f"cannot read {self.object_url(key)}: {exc}") from exc
         return data

@@ -46,20 +46,13 @@ class S3Source(BucketSource):
         except (BotoCoreError, ClientError) as exc:
             raise SourceError(f"cannot list {self.url}: {exc}") from exc
 
-    def read(self, key: str) -> bytes:
-        return self._get(key, None)
-
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        if length <= 0:  # no request: an empty span has no valid form
-            return b""
-        return self._get(key, f"bytes={start}-{start + length - 1}")
-
-    def _get(self, key: str, byte_range: str | None) -> bytes:
+    def get(self, key: str, span: tuple[int, int] | None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         kwargs = {"Bucket": self.bucket, "Key": self.prefix + key}
-        if byte_range:
-            kwargs["Range"] = byte_range
+        if span is not None:
+            start, length = span
+            kwargs["Range"] = f"bytes={start}-{start + length - 1}"
         try:
             body: bytes = self.client.get_object(**kwargs)["Body"].read()
         except (BotoCoreError, ClientError) as exc:
