@@ -11,7 +11,6 @@ transaction.  Pass batches of a few thousand rows: each batch is built in memory
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,7 +46,6 @@ COLUMNS: tuple[str, ...] = (
     "modified",
 )
 _LOOKUP_CHUNK = 5000  # container ids per lookup query (SQLite's bound-parameter limit)
-_SUSPECT_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 
 Ancestors = Mapping[int, Mapping[str, int | None]]
 
@@ -127,8 +125,14 @@ def lookup_ancestors(
 
 
 def _check_name(name: str) -> None:
-    # validate_file_name, with a fast path for the common, plainly valid name.
-    if not name or len(name) > MAX_FILE_NAME or name in (".", "..") or _SUSPECT_NAME.search(name):
+    # validate_file_name, with a fast path for the common, plainly valid name (control
+    # characters are not printable; other names that are not go the slow way and may pass).
+    if (
+        not (0 < len(name) <= MAX_FILE_NAME and name.isprintable())
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+    ):
         validate_file_name(name)
 
 
@@ -139,18 +143,23 @@ def _tuples(
     true: object,
     stamp: object,
 ) -> list[tuple[Any, ...]]:
-    """Row tuples in :data:`COLUMNS` order, JSON serialized once with ``dumps``."""
-    out = []
-    lineage: dict[int, tuple[int | None, ...]] = {
-        cid: tuple(anc.get(name) for name in ANCESTOR_NAMES) for cid, anc in known.items()
+    """Row tuples in :data:`COLUMNS` order, JSON serialized once with ``dumps``.  Empty (or
+    missing) classification and tags are written as ``{}`` and ``[]`` without serializing."""
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    detect = filetypes.detect
+    # The columns after origin_id (ancestor ids, created, modified) are per container.
+    tails: dict[int, tuple[Any, ...]] = {
+        cid: (*(anc.get(name) for name in ANCESTOR_NAMES), stamp, stamp)
+        for cid, anc in known.items()
     }
     for row in rows:
         ftype, mime = row.type, row.mimetype
         if ftype is None or mime is None:
-            detected_type, detected_mime = filetypes.detect(row.name)
+            detected_type, detected_mime = detect(row.name)
             ftype = ftype or detected_type
             mime = mime or detected_mime
-        out.append(
+        append(
             (
                 row.container_id,
                 row.name,
@@ -161,15 +170,13 @@ def _tuples(
                 mime,
                 ftype,
                 row.modality,
-                dumps(row.classification),
+                dumps(row.classification) if row.classification else "{}",
                 dumps(row.info),
-                dumps(row.tags),
+                dumps(row.tags) if row.tags else "[]",
                 row.origin_type,
                 row.origin_id,
-                *lineage[row.container_id],
-                stamp,
-                stamp,
             )
+            + tails[row.container_id]
         )
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import mimetypes
 
-# Longest suffix first; (suffix, Flywheel type, mimetype).
+# (suffix, Flywheel type, mimetype); every suffix starts with "." and has one or two dots.
 _SUFFIXES: tuple[tuple[str, str, str], ...] = (
     (".dicom.zip", "dicom", "application/zip"),
     (".dcm.zip", "dicom", "application/zip"),
@@ -41,11 +41,19 @@ _SUFFIXES: tuple[tuple[str, str, str], ...] = (
 )
 
 
+_BY_SUFFIX: dict[str, tuple[str, str]] = {s: (ftype, mime) for s, ftype, mime in _SUFFIXES}
+
+
 def detect(name: str) -> tuple[str | None, str]:
-    """(type, mimetype) for ``name``; type None when unknown."""
+    """(type, mimetype) for ``name``; type None when unknown.  The longest known suffix
+    wins (``scan.dicom.zip`` is DICOM, ``scan.zip`` an archive)."""
     lower = name.lower()
-    for suffix, ftype, mime in _SUFFIXES:
-        if lower.endswith(suffix):
-            return ftype, mime
+    last = lower.rfind(".")
+    if last >= 0:
+        before = lower.rfind(".", 0, last)
+        if before >= 0 and (known := _BY_SUFFIX.get(lower[before:])):
+            return known
+        if known := _BY_SUFFIX.get(lower[last:]):
+            return known
     guessed, _ = mimetypes.guess_type(name)
     return None, guessed or "application/octet-stream"

@@ -36,10 +36,10 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 def dumps(value: Any) -> str:
     """``value`` as compact JSON text (non-ASCII characters kept as they are)."""
     try:
-        text = orjson.dumps(value, option=_OPTIONS).decode()
+        text = orjson.dumps(value, None, _OPTIONS).decode()
     except orjson.JSONEncodeError:
         text = json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
-    if "\\u0000" in text:
+    if "\\" in text and "\\u0000" in text:  # one memchr first: most texts have no escape
         text = _NUL_ESCAPE.sub(lambda m: m.group(1) + "\ufffd", text)
     return text
 
