@@ -9,6 +9,7 @@ JSON type names) are spelled into the SQL.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any, NoReturn
@@ -75,6 +76,27 @@ def _table(level: str) -> Alias:
     return _ALIASES[level]
 
 
+def _chain_links(levels: set[str], by_parent: bool) -> dict[tuple[str, str], ColumnElement[bool]]:
+    """For each two inner-joined hierarchy levels with none of ``levels`` between them, the
+    condition that the lower one lies under the upper one, keyed (upper, lower).
+
+    Both are already fixed by the target row's ancestor ids, so the result is unchanged,
+    but the planner learns how they relate: for ``subject.label = X and session.label =
+    "ses-02"`` it finds X's sessions instead of testing the subject of every file of every
+    "ses-02" session (1 ms instead of 170-220 on a million files; the benchmark's join
+    search: 4 ms instead of 24-32).  The lower level names the upper one by its ancestor-id
+    column, or with ``by_parent`` (PostgreSQL) a parent by ``parent_id``, which PostgreSQL
+    probes through ix_containers_parent_level; SQLite's planner, offered that index, chose
+    to scan every file for ``project.label = X and subject.info.age > 75`` (300 ms, not 6)."""
+    chain = [level for level in HIERARCHY if level in levels]
+    links: dict[tuple[str, str], ColumnElement[bool]] = {}
+    for upper, lower in itertools.pairwise(chain):
+        parent = by_parent and HIERARCHY.index(lower) - HIERARCHY.index(upper) == 1
+        column = _ALIASES[lower].c["parent_id" if parent else f"{upper}_id"]
+        links[(upper, lower)] = column == _ALIASES[upper].c.id
+    return links
+
+
 class _Compiler:
     def __init__(self, query: str, target: str, dialect: str) -> None:
         self.query = query
@@ -96,23 +118,32 @@ class _Compiler:
 
     def from_clause(self, node: Node | None) -> FromClause:
         """The base joined to the ancestors in use: an INNER JOIN where the condition cannot
-        hold without that ancestor (so the planner may start from its indexes), else LEFT."""
+        hold without that ancestor (so the planner may start from its indexes), else LEFT.
+        Inner-joined ancestors are also linked to each other (see :func:`_chain_links`)."""
+        inner = {level for level in self.joins if node is not None and requires(node, level)}
+        links = _chain_links(inner, by_parent=self.pg)
         src: FromClause = self.base
+        placed: set[str] = set()
         for level, alias in self.joins.items():
             if level == ANALYSIS and self.target == FILE:
                 is_analysis = alias.c.level == sql_literal(level)
                 on = and_(alias.c.id == self.base.c.container_id, is_analysis)
-                inner = node is not None and requires(node, level)
             else:
                 # The level test is redundant for the join (ancestor ids point at containers
                 # of that level) but lets the planner use ix_containers_level_label for a
                 # condition such as project.label = X.  On a LEFT join it would only add
                 # work (SQLite builds a Bloom filter for it: +17% on a 10,000-row export).
                 on = alias.c.id == self.base.c[f"{level}_id"]
-                inner = node is not None and requires(node, level)
-                if inner:
-                    on = and_(on, alias.c.level == sql_literal(level))
-            src = src.join(alias, on) if inner else src.outerjoin(alias, on)
+                if level in inner:
+                    # Links to levels joined before this one (an ON clause may name only those).
+                    linked = [
+                        link
+                        for pair, link in links.items()
+                        if level in pair and set(pair) - {level} <= placed
+                    ]
+                    on = and_(on, alias.c.level == sql_literal(level), *linked)
+                    placed.add(level)
+            src = src.join(alias, on) if level in inner else src.outerjoin(alias, on)
         return src
 
     def below_source(self, level: str) -> tuple[Alias, ColumnElement[bool]]:

@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy.dialects import postgresql, sqlite
 
 import catalog.query as query_module
 from catalog.catalog import Catalog
 from catalog.errors import QueryError
-from catalog.query import prepare_search, search_chunks
+from catalog.query import compile_search, compiler, prepare_search, search_chunks
 from tests.catalog.query_data import T0, T1, Data, build
 
 
@@ -326,3 +327,58 @@ def test_regex_postgresql_rejects(catalog: Catalog, data: Data) -> None:
         assert found(catalog, "file.type = pdf") == [data["protocol.pdf"]]
     else:
         assert len(found(catalog, query)) == 4
+
+
+DIALECTS = {"sqlite": sqlite.dialect, "postgresql": postgresql.dialect}
+LINKED = [
+    ("file", "project.label = brain and subject.info.sex = F and session.info.age > 30"),
+    ("file", "subject.label = s01 and acquisition.label = fMRI_rest"),
+    ("file", "group.label = lab and session.label = ses1 and file.type = dicom"),
+    ("file", "project.info.pi = Ada and not subject.label = s01 and session.label = ses1"),
+    ("file", "analysis.label = fs and subject.label = s01 and session.info.age = 35"),
+    ("file", "(subject.label = s01 or subject.label = s02) and session.label = ses1"),
+    ("acquisition", "project.label = brain and session.info.age < 30"),
+    ("acquisition", "group.label = lab2 and subject.label = x01 and session.label = ses1"),
+    ("session", "project.label = brain and subject.info.sex exists"),
+    ("analysis", "subject.label = s01 and session.label = ses1"),
+]
+
+
+@pytest.mark.parametrize(("target", "query"), LINKED)
+def test_linking_joined_levels_changes_no_result(
+    catalog: Catalog, data: Data, monkeypatch: pytest.MonkeyPatch, target: str, query: str
+) -> None:
+    linked = found(catalog, query, target)
+    compiler._compile_cached.cache_clear()
+    monkeypatch.setattr(compiler, "_chain_links", lambda levels, by_parent: {})
+    try:
+        assert found(catalog, query, target) == linked
+    finally:
+        compiler._compile_cached.cache_clear()
+    assert linked  # every query matches something, so the comparison means something
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_inner_joined_levels_are_linked(dialect: str) -> None:
+    def sql(query: str) -> str:
+        stmt = compile_search(query, "file", ["file.id"], dialect)
+        return " ".join(str(stmt.compile(dialect=DIALECTS[dialect]())).split())
+
+    pg = dialect == "postgresql"
+    four = sql(
+        "project.label = p and subject.label = s and session.label = x and acquisition.label = a"
+    )
+    for upper, lower in [
+        ("project", "subject"),
+        ("subject", "session"),
+        ("session", "acquisition"),
+    ]:
+        link = f"{lower}.{'parent' if pg else upper}_id = {upper}.id"
+        assert link in four
+    # a level in between that is not joined: the ancestor-id column on both
+    assert "session.project_id = project.id" in sql("project.label = p and session.label = x")
+    # a LEFT-joined level (the condition can hold without it) is not linked
+    left = sql("project.label = p and not subject.label = s and session.label = x")
+    assert "LEFT OUTER JOIN containers AS subject ON subject.id = file.subject_id " in left
+    assert "session.project_id = project.id" in left
+    assert "subject.id AND" not in left and "= subject.id" not in left
