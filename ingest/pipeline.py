@@ -13,12 +13,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import dask.config
 from distributed import Client, LocalCluster, as_completed
 
 from catalog.errors import ConfigError, GearbrokerError
 
 #: Seconds to wait for the first worker of a Slurm or remote cluster.
 WORKER_WAIT_S = 300.0
+#: Entries Dask keeps in its developer logs while an ingest runs (recent messages on each
+#: connection, transitions, events; Dask's default: 1000).  Each logged message holds the
+#: tasks it carried, and an ingest task carries its shard's object list, so with the default
+#: the driver (the client and, for local and Slurm clusters, the scheduler) grew by ~450
+#: bytes a file for the first ~400,000 files.
+DASK_LOG_LENGTH = 50
 
 
 class IngestTaskError(GearbrokerError):
@@ -29,7 +36,19 @@ class IngestTaskError(GearbrokerError):
 def dask_client(
     cluster: str | None, workers: int, slurm_section: Mapping[str, Any] | None = None
 ) -> Iterator[Client]:
-    """A Dask client on the cluster ``cluster`` names, closed (and the cluster stopped) after."""
+    """A Dask client on the cluster ``cluster`` names, closed (and the cluster stopped) after;
+    Dask's developer logs are kept to :data:`DASK_LOG_LENGTH` entries meanwhile."""
+    with (
+        dask.config.set({"distributed.admin.low-level-log-length": DASK_LOG_LENGTH}),
+        _client(cluster, workers, slurm_section) as client,
+    ):
+        yield client
+
+
+@contextmanager
+def _client(
+    cluster: str | None, workers: int, slurm_section: Mapping[str, Any] | None
+) -> Iterator[Client]:
     workers = max(1, workers)
     name = cluster or "local"
     if name == "local":

@@ -1,0 +1,35 @@
+"""The Dask side of an ingest: the task pump and the memory Dask keeps for it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.config
+
+from ingest.pipeline import DASK_LOG_LENGTH, dask_client, pump
+
+LOG_KEY = "distributed.admin.low-level-log-length"
+
+
+def _count(_spec: Any, payload: list[list[Any]]) -> int:
+    return len(payload)
+
+
+def test_dask_keeps_only_a_short_log_of_the_shards_it_carried() -> None:
+    """Dask logs the recent messages of every connection, and each compute-task message
+    holds its shard's object list: with Dask's default of 1000 entries the driver grew with
+    every shard.  While the client is open the logs are capped; afterwards the setting is
+    back as it was."""
+    before = dask.config.get(LOG_KEY)
+    shards = 3 * DASK_LOG_LENGTH
+    payloads = ((n, [[f"k{n}-{i}", 100_000, "etag"] for i in range(200)]) for n in range(shards))
+    with dask_client("threads", 1) as client:
+        assert dask.config.get(LOG_KEY) == DASK_LOG_LENGTH
+        results = dict(pump(client, _count, None, payloads, in_flight=2))
+        assert results == dict.fromkeys(range(shards), 200)
+        scheduler = client.cluster.scheduler  # type: ignore[union-attr]
+        logs = [comm.recent_message_log for comm in scheduler.stream_comms.values()]
+        logs.append(client.scheduler_comm.recent_message_log)
+        assert all(log.maxlen == DASK_LOG_LENGTH for log in logs)
+        assert max(len(log) for log in logs) == DASK_LOG_LENGTH  # full, and no longer
+    assert dask.config.get(LOG_KEY) == before
