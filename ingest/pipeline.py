@@ -9,6 +9,7 @@ from the ``[backends.slurm]`` site config) or the address of a running scheduler
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +27,12 @@ WORKER_WAIT_S = 300.0
 #: the driver (the client and, for local and Slurm clusters, the scheduler) grew by ~450
 #: bytes a file for the first ~400,000 files.
 DASK_LOG_LENGTH = 50
+#: glibc allocator settings for the worker processes of a cluster the ingest starts.  Dask's
+#: default sets only ``MALLOC_TRIM_THRESHOLD_`` (64 KiB), which also turns off glibc's
+#: adaptive mmap threshold: every buffer over 128 KiB (a typical DICOM file read whole) was
+#: then a fresh mmap, page-faulted in and unmapped again.  Measured on the 20,000-file
+#: benchmark: 2-4 s less kernel time.
+WORKER_MALLOC = {"MALLOC_MMAP_THRESHOLD_": 4 << 20, "MALLOC_TRIM_THRESHOLD_": 64 << 20}
 
 
 class IngestTaskError(GearbrokerError):
@@ -37,9 +44,13 @@ def dask_client(
     cluster: str | None, workers: int, slurm_section: Mapping[str, Any] | None = None
 ) -> Iterator[Client]:
     """A Dask client on the cluster ``cluster`` names, closed (and the cluster stopped) after;
-    Dask's developer logs are kept to :data:`DASK_LOG_LENGTH` entries meanwhile."""
+    Dask's developer logs are kept to :data:`DASK_LOG_LENGTH` entries meanwhile, and worker
+    processes it starts get :data:`WORKER_MALLOC`."""
+    settings: dict[str, Any] = {"distributed.admin.low-level-log-length": DASK_LOG_LENGTH}
+    for name, value in WORKER_MALLOC.items():
+        settings[f"distributed.nanny.pre-spawn-environ.{name}"] = value
     with (
-        dask.config.set({"distributed.admin.low-level-log-length": DASK_LOG_LENGTH}),
+        dask.config.set(settings),
         _client(cluster, workers, slurm_section) as client,
     ):
         yield client
@@ -108,7 +119,9 @@ def pump(
 ) -> Iterator[tuple[Any, Any]]:
     """Run ``task(spec, payload)`` for each ``(tag, payload)``, at most ``in_flight`` at once,
     yielding ``(tag, result)`` as tasks finish.  ``payloads`` is consumed lazily, so a
-    streamed listing never sits in memory; a task that raises raises IngestTaskError."""
+    streamed listing never sits in memory; a task that raises raises IngestTaskError.
+
+    Each result travels as one pickle (see :func:`_pickled`)."""
     tags: dict[Any, Any] = {}
     done = as_completed()  # type: ignore[no-untyped-call]
 
@@ -117,7 +130,7 @@ def pump(
             tag, payload = next(payloads)
         except StopIteration:
             return False
-        future = client.submit(task, spec, payload, pure=False)
+        future = client.submit(_pickled, task, spec, payload, pure=False)
         tags[future.key] = tag
         done.add(future)  # type: ignore[no-untyped-call]
         return True
@@ -128,10 +141,17 @@ def pump(
     for future in done:
         tag = tags.pop(future.key)
         try:
-            result = future.result()
+            result = pickle.loads(future.result())  # noqa: S301 (our workers; Dask pickles too)
         except Exception as exc:
             raise IngestTaskError(f"an ingest task failed: {exc!r}") from exc
         finally:
             future.release()
         yield tag, result
         submit()
+
+
+def _pickled(task: Callable[..., Any], spec: Any, payload: Any) -> bytes:
+    """``task(spec, payload)`` as one pickle.  Dask would serialize a list of records item by
+    item (a pickle and frames for each dict): 60-120 us a file in the worker and again in
+    the driver, where one pickle of the whole list costs a few."""
+    return pickle.dumps(task(spec, payload), protocol=pickle.HIGHEST_PROTOCOL)

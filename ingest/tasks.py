@@ -28,6 +28,7 @@ from ingest.dicom import (
     Target,
     header_fields,
     map_header,
+    read_fields,
     read_header,
 )
 from ingest.sources import Source, SourceError
@@ -63,18 +64,29 @@ def scan_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]
     for key, size, etag, *_rest in objects:
         record: Record = {"key": key, "size": size, "etag": etag}
         try:
-            data = spec.source.read_range(key, 0, HEAD_BYTES)
-            ds, offset = read_header(data, size)
-            if offset is None and len(data) < size:
-                data = spec.source.read(key)
-                ds, offset = read_header(data, size)
-            log = deidentify(ds, spec.profile) if spec.profile else []
-            target = map_header(header_fields(ds), spec.mapping, key)
+            fields, log = _head_fields(spec, key, size)
+            target = map_header(fields, spec.mapping, key)
         except GearbrokerError as exc:
             out.append({**record, "status": "error", "detail": {"error": str(exc)}})
             continue
         out.append(_mapped(record, "scanned", target, log))
     return out
+
+
+def _head_fields(spec: WorkSpec, key: str, size: int) -> tuple[dict[str, Any], list[str]]:
+    """The header fields of one object (de-identified first under a profile) and the de-id
+    log, from a ranged read of its head (the whole object when the header is longer)."""
+    data = spec.source.read_range(key, 0, HEAD_BYTES)
+    if spec.profile is None:
+        fields, offset = read_fields(data, size)
+        if offset is None and len(data) < size:
+            fields, offset = read_fields(spec.source.read(key), size)
+        return fields, []
+    ds, offset = read_header(data, size)
+    if offset is None and len(data) < size:
+        ds, offset = read_header(spec.source.read(key), size)
+    log = deidentify(ds, spec.profile)
+    return header_fields(ds), log
 
 
 def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Record]:
@@ -123,11 +135,12 @@ def _mapped_bytes(
     """One whole object as read (or the error reading it), checked, de-identified and
     mapped: (its bytes, target, de-id log)."""
     data = _as_listed(read, size)
-    ds, _offset = read_header(data, len(data))
+    fields, _offset = read_fields(data, len(data))
     log: list[str] = []
     if spec.profile:
         data, log, ds = _deidentified(data, spec.profile)
-    return data, map_header(header_fields(ds), spec.mapping, key), log
+        fields = header_fields(ds)
+    return data, map_header(fields, spec.mapping, key), log
 
 
 def _member_order(position: int | None, name: str, key: str) -> tuple[int, str, str]:
