@@ -13,9 +13,9 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from catalog.db import Database
@@ -186,7 +186,7 @@ def insert_items(
         ]
         for row in rows:
             row["detail"] = row["detail"] or {}
-        session.execute(insert(IngestItem), rows)
+        session.execute(insert(cast(Table, IngestItem.__table__)), rows)  # Core executemany
 
 
 def set_group_status(

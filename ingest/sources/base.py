@@ -24,6 +24,7 @@ _CLIENTS_LOCK = threading.Lock()
 #: Threads reading ahead for one caller (:meth:`Source.read_ahead`), and how far ahead.
 READ_THREADS = 4
 READ_AHEAD_BYTES = 32 * 1024 * 1024
+READ_BATCH_BYTES = 1024 * 1024
 
 
 class SourceError(GearbrokerError):
@@ -66,31 +67,53 @@ class Source(ABC):
         """``(key, bytes)`` for each object as listed (``(key, size, ...)``) in order, read by
         :data:`READ_THREADS` threads up to :data:`READ_AHEAD_BYTES` (and at least one
         object) ahead of the caller, so that disk reads or GETs overlap its work.  An object
-        that cannot be read yields its SourceError in place of its bytes."""
-        queue: deque[tuple[str, int, Future[bytes]]] = deque()
+        that cannot be read yields its SourceError in place of its bytes.  Each thread takes
+        a run of objects up to :data:`READ_BATCH_BYTES` at a time (a future per object cost
+        more than reading a small file from the page cache)."""
+        queue: deque[tuple[list[tuple[str, int]], Future[list[bytes | SourceError]]]] = deque()
         ahead = 0
         todo = iter(objects)
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="gb-read") as pool:
             try:
                 while True:
                     while not queue or ahead < READ_AHEAD_BYTES:
-                        nxt = next(todo, None)
-                        if nxt is None:
+                        batch = _next_batch(todo)
+                        if not batch:
                             break
-                        queue.append((nxt[0], nxt[1], pool.submit(self.read, nxt[0])))
-                        ahead += nxt[1]
+                        keys = [key for key, _size in batch]
+                        queue.append((batch, pool.submit(self._read_each, keys)))
+                        ahead += sum(size for _key, size in batch)
                     if not queue:
                         return
-                    key, size, future = queue.popleft()
-                    ahead -= size
-                    try:
-                        data: bytes | SourceError = future.result()
-                    except SourceError as exc:
-                        data = exc
-                    yield key, data
+                    batch, future = queue.popleft()
+                    ahead -= sum(size for _key, size in batch)
+                    yield from zip((key for key, _size in batch), future.result(), strict=True)
             finally:
-                for _key, _size, pending in queue:
+                for _batch, pending in queue:
                     pending.cancel()
+
+    def _read_each(self, keys: list[str]) -> list[bytes | SourceError]:
+        out: list[bytes | SourceError] = []
+        for key in keys:
+            try:
+                out.append(self.read(key))
+            except SourceError as exc:
+                out.append(exc)
+        return out
+
+
+def _next_batch(todo: Iterator[Sequence[Any]]) -> list[tuple[str, int]]:
+    """The next objects of ``todo`` up to :data:`READ_BATCH_BYTES` (and no more than
+    :data:`READ_AHEAD_BYTES`; at least one)."""
+    batch: list[tuple[str, int]] = []
+    size = 0
+    while size < min(READ_BATCH_BYTES, READ_AHEAD_BYTES):
+        nxt = next(todo, None)
+        if nxt is None:
+            break
+        batch.append((nxt[0], nxt[1]))
+        size += nxt[1]
+    return batch
 
 
 @dataclass

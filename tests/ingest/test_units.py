@@ -69,8 +69,9 @@ def test_local_listing_is_in_key_order_and_resumes_after_any_key(tmp_path: Path)
     assert isinstance(azure, AzureBlobSource) and azure.url == "az://container/"
 
 
+@pytest.mark.parametrize("batch_bytes", [1000, 2000, 1 << 20])
 def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
 ) -> None:
     for n in range(12):
         (tmp_path / f"f{n:02d}").write_bytes(bytes([n]) * 1000)
@@ -84,6 +85,7 @@ def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
 
     monkeypatch.setattr(source, "read", read)
     monkeypatch.setattr(source_base, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
+    monkeypatch.setattr(source_base, "READ_BATCH_BYTES", batch_bytes)  # objects per thread
     objects = [(f"f{n:02d}", 1000) for n in range(12)]
     objects.insert(5, ("missing", 1000))
     reads = source.read_ahead(objects)
