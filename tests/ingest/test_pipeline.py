@@ -6,7 +6,7 @@ from typing import Any
 
 import dask.config
 
-from ingest.pipeline import DASK_LOG_LENGTH, dask_client, pump
+from ingest.pipeline import DASK_LOG_LENGTH, WORKER_MALLOC, dask_client, pump
 
 LOG_KEY = "distributed.admin.low-level-log-length"
 
@@ -33,3 +33,18 @@ def test_dask_keeps_only_a_short_log_of_the_shards_it_carried() -> None:
         assert all(log.maxlen == DASK_LOG_LENGTH for log in logs)
         assert max(len(log) for log in logs) == DASK_LOG_LENGTH  # full, and no longer
     assert dask.config.get(LOG_KEY) == before
+
+
+def _malloc_env(_spec: Any, names: list[str]) -> dict[str, str | None]:
+    import os
+
+    return {name: os.environ.get(name) for name in names}
+
+
+def test_worker_processes_keep_file_buffers_off_the_mmap_path() -> None:
+    """Dask's default environment for worker processes sets only MALLOC_TRIM_THRESHOLD_,
+    which turns off glibc's adaptive mmap threshold; the ingest's local cluster sets both."""
+    names = sorted(WORKER_MALLOC)
+    with dask_client("local", 1) as client:
+        ((_tag, seen),) = list(pump(client, _malloc_env, None, iter([(0, names)]), in_flight=1))
+    assert seen == {name: str(WORKER_MALLOC[name]) for name in names}
