@@ -70,26 +70,25 @@ class Source(ABC):
         that cannot be read yields its SourceError in place of its bytes.  Each thread takes
         a run of objects up to :data:`READ_BATCH_BYTES` at a time (a future per object cost
         more than reading a small file from the page cache)."""
-        queue: deque[tuple[list[tuple[str, int]], Future[list[bytes | SourceError]]]] = deque()
+        queue: deque[tuple[list[str], int, Future[list[bytes | SourceError]]]] = deque()
         ahead = 0
         todo = iter(objects)
         with ThreadPoolExecutor(READ_THREADS, thread_name_prefix="gb-read") as pool:
             try:
                 while True:
                     while not queue or ahead < READ_AHEAD_BYTES:
-                        batch = _next_batch(todo)
-                        if not batch:
+                        keys, size = _next_batch(todo)
+                        if not keys:
                             break
-                        keys = [key for key, _size in batch]
-                        queue.append((batch, pool.submit(self._read_each, keys)))
-                        ahead += sum(size for _key, size in batch)
+                        queue.append((keys, size, pool.submit(self._read_each, keys)))
+                        ahead += size
                     if not queue:
                         return
-                    batch, future = queue.popleft()
-                    ahead -= sum(size for _key, size in batch)
-                    yield from zip((key for key, _size in batch), future.result(), strict=True)
+                    keys, size, future = queue.popleft()
+                    ahead -= size
+                    yield from zip(keys, future.result(), strict=True)
             finally:
-                for _batch, pending in queue:
+                for _keys, _size, pending in queue:
                     pending.cancel()
 
     def _read_each(self, keys: list[str]) -> list[bytes | SourceError]:
@@ -102,18 +101,18 @@ class Source(ABC):
         return out
 
 
-def _next_batch(todo: Iterator[Sequence[Any]]) -> list[tuple[str, int]]:
-    """The next objects of ``todo`` up to :data:`READ_BATCH_BYTES` (and no more than
-    :data:`READ_AHEAD_BYTES`; at least one)."""
-    batch: list[tuple[str, int]] = []
+def _next_batch(todo: Iterator[Sequence[Any]]) -> tuple[list[str], int]:
+    """The keys of the next objects of ``todo`` up to :data:`READ_BATCH_BYTES` (and no more
+    than :data:`READ_AHEAD_BYTES`; at least one), and their bytes."""
+    keys: list[str] = []
     size = 0
     while size < min(READ_BATCH_BYTES, READ_AHEAD_BYTES):
         nxt = next(todo, None)
         if nxt is None:
             break
-        batch.append((nxt[0], nxt[1]))
+        keys.append(nxt[0])
         size += nxt[1]
-    return batch
+    return keys, size
 
 
 @dataclass
