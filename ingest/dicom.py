@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydicom import dcmread
@@ -21,7 +23,7 @@ from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag, Tag
+from pydicom.tag import Tag
 
 from catalog.errors import GearbrokerError
 from ingest import dicomscan
@@ -37,16 +39,18 @@ HEADER_FIELDS: tuple[str, ...] = (
     "RepetitionTime", "EchoTime", "FlipAngle", "SliceThickness", "PixelSpacing", "Rows",
     "Columns", "ScanningSequence", "SequenceVariant",
 )  # fmt: skip
-_TAGS: tuple[tuple[str, BaseTag, str], ...] = tuple(
-    (kw, Tag(kw), dictionary_VR(Tag(kw))) for kw in HEADER_FIELDS
+# Plain ints, not pydicom's Tag: a Tag key compares through a Python ``__eq__``.
+_TAGS: tuple[tuple[str, int, str], ...] = tuple(
+    (kw, int(Tag(kw)), dictionary_VR(Tag(kw))) for kw in HEADER_FIELDS
 )
-_WANTED = frozenset(int(tag) for _kw, tag, _vr in _TAGS) | {0x00080005}
+_WANTED = frozenset(tag for _kw, tag, _vr in _TAGS) | {0x00080005}
 _CHARSET = 0x00080005
 _INTEGERS = frozenset({"SeriesNumber", "InstanceNumber", "AcquisitionNumber"})
 _BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 PIXEL_TAG = 0x7FE00010
 _LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC"})
 _UNDEFINED = 0xFFFFFFFF
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: Bytes fetched first from a remote object; most headers end well before this.
 HEAD_BYTES = 64 * 1024
 
@@ -274,13 +278,18 @@ def map_header(fields: Mapping[str, Any], options: MappingOptions, key: str) -> 
 
 def classify(fields: Mapping[str, Any]) -> dict[str, list[str]]:
     """A basic Flywheel-style classification from the series description and protocol."""
-    words = " ".join(
-        _text(fields.get(k)).lower() for k in ("SeriesDescription", "ProtocolName")
-    ).replace("-", "_")
+    classes = _classes(_text(fields.get("SeriesDescription")), _text(fields.get("ProtocolName")))
+    return {name: list(values) for name, values in classes.items()}
+
+
+@lru_cache(maxsize=1024)
+def _classes(description: str, protocol: str) -> dict[str, list[str]]:
+    """The :data:`_CLASSES` entry the two texts match (a series' slices share them)."""
+    words = f"{description} {protocol}".lower().replace("-", "_")
     tokens = set(words.replace("_", " ").split())
     for keys, classes in _CLASSES:
         if any(k in tokens or (len(k) > 3 and k in words) for k in keys):
-            return {name: list(values) for name, values in classes.items()}
+            return classes
     return {}
 
 
@@ -294,7 +303,7 @@ def _text(value: Any) -> str:
 
 def _label(text: str) -> str:
     """A valid container label: control characters dropped, trimmed, at most 255 chars."""
-    clean = "".join(ch for ch in text if ord(ch) >= 32 and ord(ch) != 127).strip()
+    clean = _CONTROL.sub("", text).strip()
     return clean[:255].strip() if clean not in (".", "..") else f"_{clean}"
 
 

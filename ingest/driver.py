@@ -219,6 +219,8 @@ class Driver:
         for record in results:
             counts[record["status"]] = counts.get(record["status"], 0) + 1
             self.note_hazards(record["key"], record.get("detail", {}).get("hazards"))
+            if record["status"] != "scanned":  # the file's info holds it, or it was dropped
+                record.get("detail", {}).pop("header", None)
         runs.insert_items(session, self.run.id, seq, results)
 
     def _count(

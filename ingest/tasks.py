@@ -150,10 +150,14 @@ def _member_order(position: int | None, name: str, key: str) -> tuple[int, str, 
 
 def _pack_fragment(batch: BlobBatch, members: list[tuple[Record, bytes]]) -> None:
     """One zip of ``members`` in archive order, put in ``batch``; sets each packed record's
-    ``sha256`` to the zip's and turns repeated names into duplicates."""
+    ``sha256`` to the zip's and turns repeated names into duplicates.  Only the first
+    member keeps its header in ``detail``: a series' zip takes the header of its first
+    member, which is the first of some fragment (the pack phase reads it from there)."""
     members.sort(key=lambda m: _member_order(m[0]["position"], m[0]["name"], m[0]["key"]))
     seen: dict[str, str] = {}
     packed = []
+    for record, _data in members[1:]:
+        record["detail"].pop("header", None)
     for record, data in members:
         name = record["name"]
         if name in seen:

@@ -113,16 +113,24 @@ def test_a_series_read_in_one_shard_keeps_its_scan_fragment_as_its_zip(
 
     def zips(project: str) -> dict[str, dict[str, bytes]]:
         files = [f for f in current_files(lab) if lab.path_of(f).startswith(f"lab/{project}/")]
-        return {
-            f.info["header"]["dicom"]["SeriesInstanceUID"]: zip_members(blob(lab, f.sha256))
-            for f in files
-        }
+        out = {}
+        for f in files:
+            header = f.info["header"]["dicom"]
+            members = zip_members(blob(lab, f.sha256))
+            assert next(iter(members)) == f"{header['SOPInstanceUID']}.dcm"  # its first's
+            out[header["SeriesInstanceUID"]] = members
+        return out
 
     # Whole fragments and series packed again from split fragments hold the same members.
     assert zips("whole") == zips("split")
     with lab.db.session(readonly=True) as session:
         left = session.scalars(select(IngestItem).where(IngestItem.status == "scanned")).all()
+        details = session.scalars(
+            select(IngestItem.detail).where(IngestItem.run_id == whole["id"])
+        ).all()
     assert left == []
+    # Only a fragment's first member keeps its header in the run's items.
+    assert sum("header" in d for d in details) == len(expected_series_sizes(corpus))
 
 
 def test_gc_keeps_the_fragments_of_items_not_yet_packed(lab: Catalog, tmp_path: Path) -> None:
@@ -150,6 +158,9 @@ def test_no_pack_stores_each_instance_once(lab: Catalog, store_url: str, tmp_pat
         f.name.endswith(".dcm") and f.name[:-4] == f.info["header"]["dicom"]["SOPInstanceUID"]
         for f in files
     )
+    with lab.db.session(readonly=True) as session:
+        details = session.scalars(select(IngestItem.detail)).all()
+    assert not any("header" in d for d in details)  # the files' info holds them, once
     again = ingest(lab, store_url, corpus.root, pack=False)
     # Both copies of the duplicated slice now match the stored file: unchanged.
     assert summary_counts(again) == {"unchanged": corpus.instances + 1, "error": 2}

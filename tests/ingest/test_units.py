@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ingest.sources import (
     open_source,
 )
 from ingest.sources import base as source_base
+from ingest.sources import local as source_local
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 from ingest.templates import TemplateError, compile_template, load_template
 
@@ -67,6 +69,36 @@ def test_local_listing_is_in_key_order_and_resumes_after_any_key(tmp_path: Path)
     assert isinstance(gcs, GCSSource) and (gcs.prefix, gcs.url) == ("a b/", "gs://bucket/a b/")
     azure = open_source("az://container")
     assert isinstance(azure, AzureBlobSource) and azure.url == "az://container/"
+
+
+def test_local_source_refuses_keys_and_links_that_leave_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    outside.mkdir()
+    (root / "a" / "x.dcm").write_bytes(b"inside")
+    (outside / "secret").write_bytes(b"secret")
+    (root / "a" / "out.dcm").symlink_to(outside / "secret")
+    (root / "a" / "in.dcm").symlink_to(root / "a" / "x.dcm")
+    (root / "linked").symlink_to(outside)
+    (root / "inner").symlink_to(root / "a")
+    monkeypatch.setattr(source_local, "FOLDER_CACHE", 2)  # the cache is cleared as it fills
+    source = pickle.loads(pickle.dumps(LocalFolderSource(root)))
+    for _ in range(2):  # cold, then from the cache
+        assert source.read("a/x.dcm") == source.read("a/in.dcm") == b"inside"
+        assert source.read("inner/x.dcm") == b"inside"
+        for key in ["../outside/secret", "a/../../outside/secret", "/etc/passwd",
+                    "a/out.dcm", "linked/secret"]:  # fmt: skip
+            with pytest.raises(SourceError, match="leaves the source folder"):
+                source.read(key)
+        for key in ["a/..", "a/", ".."]:
+            with pytest.raises(SourceError, match="does not name a file"):
+                source.read(key)
+    with pytest.raises(SourceError, match="cannot read"):
+        source.read("a/missing.dcm")
+    assert source._folders  # filled, but it does not travel with the source
+    assert pickle.loads(pickle.dumps(source))._folders == {}
 
 
 @pytest.mark.parametrize("batch_bytes", [1000, 2000, 1 << 20])
