@@ -20,6 +20,8 @@ def test_ingest_benchmark_runs(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "parse+hash limit" in proc.stdout and "ingest local (pack)" in proc.stdout
+    assert "store ceiling" in proc.stdout
     results = json.loads(out.read_text())
     assert results["ingest_local_pack"]["counts"] == {"stored": [80, results["bytes"]]}
     assert results["ingest_local_pack"]["files_per_s"] > 0
+    assert results["store_ceiling"]["files_per_s"] > 0
