@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from catalog.db import Database
@@ -186,33 +186,42 @@ def insert_items(
         ]
         for row in rows:
             row["detail"] = row["detail"] or {}
-        session.execute(insert(cast(Table, IngestItem.__table__)), rows)  # Core executemany
+        session.execute(insert(_items_table()), rows)  # Core executemany
 
 
 def set_group_status(
     session: Session, run_id: int, changes: Sequence[tuple[str, str, str | None]]
 ) -> None:
-    """``(group_key, status, sha256)``: every still-scanned item of the group gets them."""
-    for group_key, status, sha256 in changes:
+    """``(group_key, status, sha256)``: every still-scanned item of the group gets them (one
+    statement executed for all the changes)."""
+    if changes:
+        items = _items_table()
         session.execute(
-            update(IngestItem)
+            update(items)
             .where(
-                IngestItem.run_id == run_id,
-                IngestItem.status == "scanned",
-                IngestItem.group_key == group_key,
+                items.c.run_id == run_id,
+                items.c.status == "scanned",
+                items.c.group_key == bindparam("g_key"),
             )
-            .values(status=status, sha256=sha256)
+            .values(status=bindparam("g_status"), sha256=bindparam("g_sha256")),
+            [{"g_key": k, "g_status": st, "g_sha256": sha} for k, st, sha in changes],
         )
 
 
 def set_item_status(session: Session, changes: Sequence[tuple[int, str, str]]) -> None:
     """``(item id, status, reason)`` for single items (the reason goes to ``detail.error``)."""
-    for item_id, status, reason in changes:
+    if changes:
+        items = _items_table()
         session.execute(
-            update(IngestItem)
-            .where(IngestItem.id == item_id)
-            .values(status=status, detail={"error": reason})
+            update(items)
+            .where(items.c.id == bindparam("i_id"))
+            .values(status=bindparam("i_status"), detail=bindparam("i_detail")),
+            [{"i_id": i, "i_status": st, "i_detail": {"error": r}} for i, st, r in changes],
         )
+
+
+def _items_table() -> Table:
+    return cast(Table, IngestItem.__table__)
 
 
 def counts_by_status(session: Session, run_id: int) -> dict[str, list[int]]:
