@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
 import dask.config
@@ -9,6 +14,7 @@ import dask.config
 from ingest.pipeline import DASK_LOG_LENGTH, WORKER_MALLOC, dask_client, pump
 
 LOG_KEY = "distributed.admin.low-level-log-length"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _count(_spec: Any, payload: list[list[Any]]) -> int:
@@ -48,3 +54,28 @@ def test_worker_processes_keep_file_buffers_off_the_mmap_path() -> None:
     with dask_client("local", 1) as client:
         ((_tag, seen),) = list(pump(client, _malloc_env, None, iter([(0, names)]), in_flight=1))
     assert seen == {name: str(WORKER_MALLOC[name]) for name in names}
+
+
+def test_local_workers_do_not_import_the_main_module_again(tmp_path: Path) -> None:
+    """Spawned workers re-import the parent's ``__main__`` (for the ``gearbroker`` script,
+    the whole CLI): not while the ingest's local cluster starts them."""
+    marker, script = tmp_path / "imported-as", tmp_path / "main.py"
+    script.write_text(
+        textwrap.dedent(f"""
+            import sys
+            with open({str(marker)!r}, "a") as fh:
+                fh.write(__name__ + "\\n")
+            from ingest.pipeline import dask_client, pump
+            if __name__ == "__main__":
+                with dask_client("local", 2) as client:
+                    print(sorted(pump(client, max, 0, iter([(0, 5), (1, -5)]), in_flight=2)))
+                print(sys.modules["__main__"].__file__ == {str(script)!r})
+        """)
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.splitlines() == ["[(0, 5), (1, 0)]", "True"]
+    assert marker.read_text().split() == ["__main__"]  # never as the workers' __mp_main__
