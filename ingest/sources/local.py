@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from catalog.errors import NotFoundError
+from ingest.sources import base
 from ingest.sources.base import Source, SourceError, SourceObject
 
 #: Resolved folders a source keeps (a listing visits each once, in order).
@@ -67,6 +69,45 @@ class LocalFolderSource(Source):
         if not path.is_relative_to(self.root):
             raise SourceError(f"key {key!r} leaves the source folder")
         return path
+
+    def read_ahead(
+        self, objects: Sequence[Sequence[Any]]
+    ) -> Iterator[tuple[str, bytes | SourceError]]:
+        """As :meth:`Source.read_ahead`, but read in order by the caller's thread while the
+        kernel fetches the next files, up to :data:`~ingest.sources.base.READ_AHEAD_BYTES`
+        ahead (``posix_fadvise(WILLNEED)``, asynchronous readahead into the page cache).
+        Reader threads cost more than they save here: a file in the page cache is read in
+        ~25 us, and each thread's read waited for the GIL held by the caller's parsing
+        (measured in a scan task: 350-370 instead of 400-500 us a file from memory,
+        520-610 instead of 670-730 from a cold disk).  A filesystem that ignores the advice
+        is read without overlap."""
+        advised = iter(objects)
+        ahead = 0
+        for key, size, *_rest in objects:
+            while ahead < base.READ_AHEAD_BYTES:
+                nxt = next(advised, None)
+                if nxt is None:
+                    break
+                self._advise(nxt[0])
+                ahead += int(nxt[1])
+            ahead -= int(size)
+            try:
+                yield key, self.read(key)
+            except SourceError as exc:
+                yield key, exc
+
+    def _advise(self, key: str) -> None:
+        """Ask the kernel to start reading ``key`` (errors wait for the read to report)."""
+        try:
+            fd = os.open(self.path(key), os.O_RDONLY)
+        except (OSError, SourceError):
+            return
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def read(self, key: str) -> bytes:
         try:

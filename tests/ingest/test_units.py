@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from ingest.sources import (
 )
 from ingest.sources import base as source_base
 from ingest.sources import local as source_local
+from ingest.sources.base import Source, SourceObject
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 from ingest.templates import TemplateError, compile_template, load_template
 
@@ -101,34 +104,83 @@ def test_local_source_refuses_keys_and_links_that_leave_the_folder(
     assert pickle.loads(pickle.dumps(source))._folders == {}
 
 
-@pytest.mark.parametrize("batch_bytes", [1000, 2000, 1 << 20])
-def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
-) -> None:
-    for n in range(12):
-        (tmp_path / f"f{n:02d}").write_bytes(bytes([n]) * 1000)
-    source = LocalFolderSource(tmp_path)
-    started: list[str] = []
-    real_read = source.read
+class _MemorySource(Source):
+    """Objects in a dict; records the order its reads start in."""
 
-    def read(key: str) -> bytes:
-        started.append(key)
-        return real_read(key)
+    url = "memory://"
 
-    monkeypatch.setattr(source, "read", read)
-    monkeypatch.setattr(source_base, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
-    monkeypatch.setattr(source_base, "READ_BATCH_BYTES", batch_bytes)  # objects per thread
-    objects = [(f"f{n:02d}", 1000) for n in range(12)]
-    objects.insert(5, ("missing", 1000))
-    reads = source.read_ahead(objects)
+    def __init__(self, objects: dict[str, bytes]) -> None:
+        self.objects = objects
+        self.started: list[str] = []
+
+    def iter_objects(self, start_after: str | None = None) -> Iterator[SourceObject]:
+        for key in sorted(self.objects):
+            if start_after is None or key > start_after:
+                yield SourceObject(key, len(self.objects[key]), "etag")
+
+    def read(self, key: str) -> bytes:
+        self.started.append(key)
+        if key not in self.objects:
+            raise SourceError(f"cannot read {key}: missing")
+        return self.objects[key]
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        return self.read(key)[start : start + length]
+
+
+def _numbered(count: int) -> dict[str, bytes]:
+    return {f"f{n:02d}": bytes([n]) * 1000 for n in range(count)}
+
+
+def _check_read_ahead(reads: Iterator[tuple[str, bytes | SourceError]],
+                      objects: list[tuple[str, int]], ahead: Callable[[], int]) -> None:  # fmt: skip
     first = next(reads)
     assert first == ("f00", bytes([0]) * 1000)
-    assert len(started) <= 4  # the one yielded and three ahead
+    assert ahead() <= 4  # the one yielded and three ahead
     rest = list(reads)
     assert [key for key, _ in rest] == [key for key, _ in objects[1:]]
     missing = dict(rest)["missing"]
     assert isinstance(missing, SourceError) and "missing" in str(missing)
-    assert all(data == bytes([int(k[1:])]) * 1000 for k, data in rest if k != "missing")
+    assert all(data == bytes([int(k[1:])]) * 1000 for k, data in rest if k.startswith("f"))
+
+
+@pytest.mark.parametrize("batch_bytes", [1000, 2000, 1 << 20])
+def test_read_ahead_yields_in_order_with_errors_in_place_and_bounded_reads(
+    monkeypatch: pytest.MonkeyPatch, batch_bytes: int
+) -> None:
+    source = _MemorySource(_numbered(12))
+    monkeypatch.setattr(source_base, "READ_AHEAD_BYTES", 3000)  # three objects ahead at most
+    monkeypatch.setattr(source_base, "READ_BATCH_BYTES", batch_bytes)  # objects per thread
+    objects = [(f"f{n:02d}", 1000) for n in range(12)]
+    objects.insert(5, ("missing", 1000))
+    _check_read_ahead(source.read_ahead(objects), objects, lambda: len(source.started))
+
+
+def test_local_read_ahead_reads_in_order_and_advises_the_kernel_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, data in _numbered(12).items():
+        (tmp_path / key).write_bytes(data)
+    (tmp_path / "escape").symlink_to("/etc/hostname")
+    source = LocalFolderSource(tmp_path)
+    advised: list[int] = []
+    real_fadvise = os.posix_fadvise
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        assert advice == os.POSIX_FADV_WILLNEED
+        advised.append(fd)
+        real_fadvise(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    monkeypatch.setattr(source_base, "READ_AHEAD_BYTES", 3000)
+    objects = [(f"f{n:02d}", 1000) for n in range(12)]
+    objects.insert(5, ("missing", 1000))
+    objects.insert(7, ("escape", 1000))
+    reads = source.read_ahead(objects)
+    _check_read_ahead(reads, objects, lambda: len(advised))
+    assert len(advised) == 12  # every file it could open; not "missing", nor the escape
+    outcome = dict(source.read_ahead([("escape", 10)]))["escape"]
+    assert isinstance(outcome, SourceError) and "leaves the source folder" in str(outcome)
 
 
 def test_scan_pack_shard_zips_each_series_once_and_refuses_a_file_that_changed(
