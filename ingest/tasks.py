@@ -106,7 +106,7 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
     ):
         record: Record = {"key": key, "size": size, "etag": etag}
         try:
-            data, target, log = _mapped_bytes(spec, key, size, read)
+            data, target, log = _mapped_bytes(spec, key, size, read, mapping_only=True)
         except GearbrokerError as exc:
             out.append({**record, "status": "error", "detail": {"error": str(exc)}})
             continue
@@ -115,7 +115,7 @@ def scan_pack_shard(spec: WorkSpec, objects: Sequence[Sequence[Any]]) -> list[Re
         series.setdefault(target.group_key, []).append((mapped, data))
     with spec.store().batch() as batch:
         for members in series.values():
-            _pack_fragment(batch, members)
+            _pack_fragment(batch, members, spec.profile is None)
     return out
 
 
@@ -130,12 +130,13 @@ def _as_listed(read: bytes | SourceError, size: int) -> bytes:
 
 
 def _mapped_bytes(
-    spec: WorkSpec, key: str, size: int, read: bytes | SourceError
+    spec: WorkSpec, key: str, size: int, read: bytes | SourceError, mapping_only: bool = False
 ) -> tuple[bytes, Target, list[str]]:
     """One whole object as read (or the error reading it), checked, de-identified and
-    mapped: (its bytes, target, de-id log)."""
+    mapped: (its bytes, target, de-id log).  ``mapping_only``: the target's header may hold
+    only the :data:`~ingest.dicom.MAPPING_FIELDS` (unless the file is de-identified)."""
     data = _as_listed(read, size)
-    fields, _offset = read_fields(data, len(data))
+    fields, _offset = read_fields(data, len(data), mapping_only)
     log: list[str] = []
     if spec.profile:
         data, log, ds = _deidentified(data, spec.profile)
@@ -148,14 +149,19 @@ def _member_order(position: int | None, name: str, key: str) -> tuple[int, str, 
     return (-1 if position is None else position, name, key)
 
 
-def _pack_fragment(batch: BlobBatch, members: list[tuple[Record, bytes]]) -> None:
+def _pack_fragment(batch: BlobBatch, members: list[tuple[Record, bytes]], reread: bool) -> None:
     """One zip of ``members`` in archive order, put in ``batch``; sets each packed record's
     ``sha256`` to the zip's and turns repeated names into duplicates.  Only the first
     member keeps its header in ``detail``: a series' zip takes the header of its first
-    member, which is the first of some fragment (the pack phase reads it from there)."""
+    member, which is the first of some fragment (the pack phase reads it from there).
+    ``reread``: the records hold only the mapping fields, so the first member's whole
+    header is read again from its bytes."""
     members.sort(key=lambda m: _member_order(m[0]["position"], m[0]["name"], m[0]["key"]))
     seen: dict[str, str] = {}
     packed = []
+    first, first_data = members[0]
+    if reread:
+        first["detail"]["header"] = read_fields(first_data, len(first_data))[0]
     for record, _data in members[1:]:
         record["detail"].pop("header", None)
     for record, data in members:

@@ -19,7 +19,14 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ingest import dicomscan
-from ingest.dicom import _WANTED, DicomFileError, header_fields, read_fields, read_header
+from ingest.dicom import (
+    _WANTED,
+    MAPPING_FIELDS,
+    DicomFileError,
+    header_fields,
+    read_fields,
+    read_header,
+)
 from ingest.synthetic import SeriesSpec, make_slice, uid_for
 
 PYDICOM_FILES = sorted((Path(pydicom.__file__).parent / "data" / "test_files").glob("*.dcm"))
@@ -101,6 +108,17 @@ def _quiet_pydicom() -> Iterator[None]:
 def test_fast_fields_equal_pydicom_fields(name: str, data: bytes) -> None:
     assert _fast(data) == _slow(data)
     assert _fast(data, len(data) + 1000) == _slow(data, len(data) + 1000)
+    slow = _slow(data)
+    try:
+        mapping, offset = read_fields(data, mapping_only=True)
+    except DicomFileError:
+        assert slow == ("error",)
+        return
+    assert offset == slow[1]
+    if dicomscan.scan(data, _WANTED) is not None:  # the walk converts only what maps
+        assert mapping == {k: v for k, v in slow[0].items() if k in MAPPING_FIELDS}
+    else:  # pydicom's path converts everything
+        assert mapping == slow[0]
 
 
 def test_the_fast_walk_reads_our_slices_and_most_of_pydicoms_files() -> None:

@@ -15,6 +15,7 @@ from catalog.catalog import Catalog
 from catalog.gc import collect_garbage
 from catalog.models import AuditEvent, Container, File, IngestItem
 from ingest import report
+from ingest.dicom import header_fields
 from ingest.options import IngestOptions
 from ingest.runs import create_run, load_run
 from ingest.start import run_ingest, start_ingest
@@ -117,7 +118,9 @@ def test_a_series_read_in_one_shard_keeps_its_scan_fragment_as_its_zip(
         for f in files:
             header = f.info["header"]["dicom"]
             members = zip_members(blob(lab, f.sha256))
-            assert next(iter(members)) == f"{header['SOPInstanceUID']}.dcm"  # its first's
+            first = next(iter(members))
+            assert first == f"{header['SOPInstanceUID']}.dcm"  # its first member's header,
+            assert header == header_fields(dcmread(io.BytesIO(members[first])))  # all of it
             out[header["SeriesInstanceUID"]] = members
         return out
 
