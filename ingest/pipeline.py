@@ -112,7 +112,7 @@ def _main_not_reimported() -> Iterator[None]:
 
     Python's ``spawn`` start method re-imports the parent's main module in every child: for
     the ``gearbroker`` script that is the whole CLI, ~0.7 CPU-seconds a worker while the
-    ingest waits for them (measured: the cluster up in 1.4-1.7 s instead of 0.6).  Ingest
+    ingest waits for them (measured: the cluster up in 1.4-1.7 s instead of 0.45).  Ingest
     tasks live in :mod:`ingest.tasks`, never in ``__main__``; a worker Dask restarts later
     takes the usual path."""
     main = sys.modules.get("__main__")
