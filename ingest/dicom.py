@@ -56,7 +56,6 @@ _MAPPING_WANTED = frozenset(tag for _kw, tag, _vr in _MAPPING_TAGS) | {_CHARSET}
 _INTEGERS = frozenset({"SeriesNumber", "InstanceNumber", "AcquisitionNumber"})
 _BINARY = {"US": "H", "SS": "h", "UL": "I", "SL": "i"}
 PIXEL_TAG = 0x7FE00010
-_LONG_VRS = frozenset({b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC"})
 _UNDEFINED = 0xFFFFFFFF
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 #: Bytes fetched first from a remote object; most headers end well before this.
@@ -165,7 +164,7 @@ def _check_pixels(implicit: bool, little: bool, data: bytes, offset: int, size: 
     if implicit:
         (length,) = struct.unpack(order + "I", head[4:8])
         start = offset + 8
-    elif head[4:6] in _LONG_VRS:
+    elif head[4:6] in dicomscan.LONG_VRS:
         if len(head) < 12:
             raise DicomFileError("truncated inside the pixel data element header")
         (length,) = struct.unpack(order + "I", head[8:12])

@@ -25,12 +25,13 @@ _SEQUENCE_END = 0xFFFEE0DD
 _TRANSFER_SYNTAX = 0x00020010
 #: Where pydicom's ``stop_before_pixels`` stops: (float, double float) pixel data.
 _PIXELS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
-                       b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
+#: Explicit VRs with a 2-byte reserved field and a 4-byte length.
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC",
+                      b"UN", b"UR", b"UT", b"UV"})  # fmt: skip
 _SHORT_VRS = frozenset({b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FD", b"FL",
                         b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM",
                         b"UI", b"UL", b"US"})  # fmt: skip
-_VR_NAMES = {code: code.decode() for code in _LONG_VRS | _SHORT_VRS}
+_VR_NAMES = {code: code.decode() for code in LONG_VRS | _SHORT_VRS}
 _EXPLICIT = struct.Struct("<HH2sH")
 _IMPLICIT_LE = "1.2.840.10008.1.2"
 _EXPLICIT_LE = "1.2.840.10008.1.2.1"
@@ -93,7 +94,7 @@ def _meta(data: bytes) -> tuple[str, int] | None:
 
 
 def _looks_explicit(data: bytes, pos: int) -> bool:
-    return data[pos + 4 : pos + 6] in _LONG_VRS or data[pos + 4 : pos + 6] in _SHORT_VRS
+    return data[pos + 4 : pos + 6] in LONG_VRS or data[pos + 4 : pos + 6] in _SHORT_VRS
 
 
 def _element(data: bytes, pos: int, implicit: bool) -> tuple[str | None, int, int] | None:
@@ -104,7 +105,7 @@ def _element(data: bytes, pos: int, implicit: bool) -> tuple[str | None, int, in
     vr = data[pos + 4 : pos + 6]
     if vr in _SHORT_VRS:
         return vr.decode(), pos + 8, _SHORT.unpack_from(data, pos + 6)[0]
-    if vr in _LONG_VRS and pos + 12 <= len(data):
+    if vr in LONG_VRS and pos + 12 <= len(data):
         return vr.decode(), pos + 12, _LONG.unpack_from(data, pos + 8)[0]
     return None
 
@@ -125,7 +126,7 @@ def _top_level(data: bytes, pos: int, implicit: bool, wanted: frozenset[int]) ->
             group, element, code, length = explicit_header(data, pos)
             if code in _SHORT_VRS:
                 start = pos + 8
-            elif code in _LONG_VRS and pos + 12 <= end:
+            elif code in LONG_VRS and pos + 12 <= end:
                 (length,) = long_length(data, pos + 8)
                 start = pos + 12
             else:

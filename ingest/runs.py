@@ -28,6 +28,8 @@ TERMINAL = frozenset({DONE, FAILED, INTERRUPTED, PLANNED})
 #: A driver on another host that has not written for this long is presumed dead.
 STALE_AFTER_S = 120.0
 _PAGE = 200
+#: The items' table, for Core statements (executemany without the ORM's per-row work).
+_ITEMS = cast(Table, IngestItem.__table__)
 _ITEM_COLUMNS = (
     "key", "size", "etag", "status", "group_key", "position", "subject", "session",
     "acquisition", "name", "sha256", "detail",
@@ -186,7 +188,7 @@ def insert_items(
         ]
         for row in rows:
             row["detail"] = row["detail"] or {}
-        session.execute(insert(_items_table()), rows)  # Core executemany
+        session.execute(insert(_ITEMS), rows)  # Core executemany
 
 
 def set_group_status(
@@ -195,13 +197,12 @@ def set_group_status(
     """``(group_key, status, sha256)``: every still-scanned item of the group gets them (one
     statement executed for all the changes)."""
     if changes:
-        items = _items_table()
         session.execute(
-            update(items)
+            update(_ITEMS)
             .where(
-                items.c.run_id == run_id,
-                items.c.status == "scanned",
-                items.c.group_key == bindparam("g_key"),
+                _ITEMS.c.run_id == run_id,
+                _ITEMS.c.status == "scanned",
+                _ITEMS.c.group_key == bindparam("g_key"),
             )
             .values(status=bindparam("g_status"), sha256=bindparam("g_sha256")),
             [{"g_key": k, "g_status": st, "g_sha256": sha} for k, st, sha in changes],
@@ -211,17 +212,12 @@ def set_group_status(
 def set_item_status(session: Session, changes: Sequence[tuple[int, str, str]]) -> None:
     """``(item id, status, reason)`` for single items (the reason goes to ``detail.error``)."""
     if changes:
-        items = _items_table()
         session.execute(
-            update(items)
-            .where(items.c.id == bindparam("i_id"))
+            update(_ITEMS)
+            .where(_ITEMS.c.id == bindparam("i_id"))
             .values(status=bindparam("i_status"), detail=bindparam("i_detail")),
             [{"i_id": i, "i_status": st, "i_detail": {"error": r}} for i, st, r in changes],
         )
-
-
-def _items_table() -> Table:
-    return cast(Table, IngestItem.__table__)
 
 
 def counts_by_status(session: Session, run_id: int) -> dict[str, list[int]]:

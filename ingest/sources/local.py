@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,36 +83,52 @@ class LocalFolderSource(Source):
         520-610 instead of 670-730 from a cold disk).  A filesystem that ignores the advice
         is read without overlap."""
         advised = iter(objects)
+        paths: deque[Path | SourceError] = deque()  # of the advised objects not yet read
         ahead = 0
         for key, size, *_rest in objects:
-            while ahead < base.READ_AHEAD_BYTES:
+            while not paths or ahead < base.READ_AHEAD_BYTES:
                 nxt = next(advised, None)
                 if nxt is None:
                     break
-                self._advise(nxt[0])
+                paths.append(self._advise(nxt[0]))
                 ahead += int(nxt[1])
             ahead -= int(size)
+            path = paths.popleft()
+            if isinstance(path, SourceError):
+                yield key, path
+                continue
             try:
-                yield key, self.read(key)
+                data: bytes | SourceError = self._read(key, path)
             except SourceError as exc:
-                yield key, exc
+                data = exc
+            yield key, data
 
-    def _advise(self, key: str) -> None:
-        """Ask the kernel to start reading ``key`` (errors wait for the read to report)."""
+    def _advise(self, key: str) -> Path | SourceError:
+        """``key``'s file (or why it cannot be read), with the kernel asked to start
+        reading it; an error opening it is left for the read to report."""
         try:
-            fd = os.open(self.path(key), os.O_RDONLY)
-        except (OSError, SourceError):
-            return
+            path = self.path(key)
+        except SourceError as exc:
+            return exc
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return path
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
         except OSError:
             pass
         finally:
             os.close(fd)
+        return path
 
     def read(self, key: str) -> bytes:
+        return self._read(key, self.path(key))
+
+    @staticmethod
+    def _read(key: str, path: Path) -> bytes:
         try:
-            return self.path(key).read_bytes()
+            return path.read_bytes()
         except OSError as exc:
             raise SourceError(f"cannot read {key}: {exc}") from exc
 
