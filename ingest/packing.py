@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 _GROUP_PAGE = 200
 FLUSH_S = 2.0
 SAME_SERIES = "SeriesInstanceUID also in another study"
+#: A series' members in its zip: by instance number, then name, then source key (as
+#: :func:`ingest.tasks._member_order` sorts a fragment).
+_ARCHIVE_ORDER = (func.coalesce(IngestItem.position, -1), IngestItem.name, IngestItem.key)
 
 
 class Packer:
@@ -75,17 +78,17 @@ class Packer:
         payload: list[dict[str, Any]] = []
         files = 0
         for group in self._groups():
-            members = group["members"]
             tag = {
                 "group_key": group["group_key"],
-                "first": members[0][0],
-                "files": len(members),
-                "bytes": sum(m[2] for m in members),
+                "first": group["first"][0],
+                "files": group["files"],
+                "bytes": group["bytes"],
             }
             whole = self._whole_fragment(group)
             if whole is not None:
                 self._add([tag], [whole])
                 continue
+            members = group["members"]
             tags.append(tag)
             payload.append({"group_key": group["group_key"], "members": [m[:4] for m in members]})
             files += len(members)
@@ -100,17 +103,16 @@ class Packer:
         when they are spread over several, or the fragment is gone): the first member of
         each name is packed, later ones (an identical copy scanned in another shard) are
         duplicates."""
-        digests = {m[4] for m in group["members"]}
-        if len(digests) != 1 or None in digests:
+        digest = group["fragment"]
+        if digest is None:
             return None
-        digest = str(digests.pop())
         try:
             size = self.driver.spec.store().size(digest)
         except StoreError:
             return None
         seen: dict[str, str] = {}
         outcomes: list[list[Any]] = []
-        for item_id, key, _size, name, _sha in group["members"]:
+        for item_id, key, _size, name, _sha in group["members"] or ():
             if name in seen:
                 outcomes.append([item_id, "duplicate", f"same instance as {seen[name]}"])
             else:
@@ -119,7 +121,7 @@ class Packer:
             "group_key": group["group_key"],
             "sha256": digest,
             "stored_size": size,
-            "members": len(seen),
+            "members": len(seen) if group["members"] else group["files"],
             "outcomes": outcomes,
             "whole": True,
         }
@@ -138,52 +140,97 @@ class Packer:
     def _release(self, groups: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         if len(groups) > 1:
             for group in groups:
-                self.driver.note_hazards(group["members"][0][1], [SAME_SERIES])
+                self.driver.note_hazards(group["first"][1], [SAME_SERIES])
             if self.driver.options.strict_uid:
                 self._reject(groups, f"{SAME_SERIES} (--strict-uid)")
                 return
         yield from groups
 
     def _scanned_groups(self) -> Iterator[dict[str, Any]]:
+        """Each scanned series, a page of series at a time: ``first`` (its first member's
+        item id and key in archive order), ``files``, ``bytes``, ``fragment`` (the digest
+        of the one fragment holding every member, else None) and ``members`` (item rows in
+        archive order, read only for a series split over fragments or with repeated names;
+        else None)."""
         last = ""
         while True:
             with self.db.session(readonly=True) as session:
-                keys = list(
-                    session.scalars(
-                        select(IngestItem.group_key)
-                        .where(self._scanned(), IngestItem.group_key > last)
-                        .group_by(IngestItem.group_key)
-                        .order_by(IngestItem.group_key)
-                        .limit(_GROUP_PAGE)
-                    )
-                )
-                if not keys:
-                    return
-                rows = session.execute(
+                summaries = session.execute(
                     select(
-                        IngestItem.id,
-                        IngestItem.key,
-                        IngestItem.size,
-                        IngestItem.name,
                         IngestItem.group_key,
-                        IngestItem.sha256,
+                        func.count(),
+                        func.count(IngestItem.name.distinct()),
+                        func.count(IngestItem.sha256),
+                        func.min(IngestItem.sha256),
+                        func.max(IngestItem.sha256),
+                        func.coalesce(func.sum(IngestItem.size), 0),
                     )
-                    .where(self._scanned(), IngestItem.group_key.in_(keys))
-                    .order_by(
-                        IngestItem.group_key,
-                        func.coalesce(IngestItem.position, -1),
-                        IngestItem.name,
-                        IngestItem.key,
-                    )
+                    .where(self._scanned(), IngestItem.group_key > last)
+                    .group_by(IngestItem.group_key)
+                    .order_by(IngestItem.group_key)
+                    .limit(_GROUP_PAGE)
                 ).all()
-            groups: dict[str, list[list[Any]]] = {}
-            for item_id, key, size, name, group_key, fragment in rows:
-                groups.setdefault(str(group_key), []).append([item_id, key, size, name, fragment])
-            found = [{"group_key": k, "members": groups[k]} for k in map(str, keys) if k in groups]
+                if not summaries:
+                    return
+                keys = [str(row[0]) for row in summaries]
+                firsts = self._firsts(session, keys)
+                split = [
+                    str(key)
+                    for key, files, names, hashed, low, high, _size in summaries
+                    if names != files or hashed != files or low != high
+                ]
+                members = self._members(session, split) if split else {}
+            found = [
+                {
+                    "group_key": str(key),
+                    "first": firsts[str(key)],
+                    "files": int(files),
+                    "bytes": int(size),
+                    "fragment": low if hashed == files and low == high else None,
+                    "members": members.get(str(key)),
+                }
+                for key, files, _names, hashed, low, high, size in summaries
+            ]
             if self.driver.options.skip_existing:
                 found = self._drop_existing(found)
             yield from found
-            last = str(keys[-1])
+            last = keys[-1]
+
+    def _firsts(self, session: Session, keys: list[str]) -> dict[str, tuple[int, str]]:
+        """``group_key -> (item id, key)`` of each series' first member in archive order."""
+        rank = (
+            func.row_number()
+            .over(partition_by=IngestItem.group_key, order_by=_ARCHIVE_ORDER)
+            .label("rank")
+        )
+        ranked = (
+            select(IngestItem.group_key, IngestItem.id, IngestItem.key, rank)
+            .where(self._scanned(), IngestItem.group_key.in_(keys))
+            .subquery()
+        )
+        rows = session.execute(
+            select(ranked.c.group_key, ranked.c.id, ranked.c.key).where(ranked.c.rank == 1)
+        )
+        return {str(group_key): (item_id, key) for group_key, item_id, key in rows}
+
+    def _members(self, session: Session, keys: list[str]) -> dict[str, list[list[Any]]]:
+        """``group_key -> [[item id, key, size, name, fragment], ...]`` in archive order."""
+        rows = session.execute(
+            select(
+                IngestItem.id,
+                IngestItem.key,
+                IngestItem.size,
+                IngestItem.name,
+                IngestItem.group_key,
+                IngestItem.sha256,
+            )
+            .where(self._scanned(), IngestItem.group_key.in_(keys))
+            .order_by(IngestItem.group_key, *_ARCHIVE_ORDER)
+        )
+        groups: dict[str, list[list[Any]]] = {}
+        for item_id, key, size, name, group_key, fragment in rows:
+            groups.setdefault(str(group_key), []).append([item_id, key, size, name, fragment])
+        return groups
 
     def _scanned(self) -> Any:
         return (IngestItem.run_id == self.run_id) & (IngestItem.status == "scanned")
@@ -191,8 +238,8 @@ class Packer:
     def _drop_existing(self, groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Mark series whose zip already exists as skipped; return the others."""
         with self.db.session() as session:
-            heads = self._heads(session, [g["members"][0][0] for g in groups])
-            paths = [self._path(heads[g["members"][0][0]]) for g in groups]
+            heads = self._heads(session, [g["first"][0] for g in groups])
+            paths = [self._path(heads[g["first"][0]]) for g in groups]
             places = self.driver.resolver.resolve(session, paths, create=False)
             wanted = {}
             for group, path in zip(groups, paths, strict=True):
@@ -204,10 +251,10 @@ class Packer:
             runs.set_group_status(
                 session, self.run_id, [(g["group_key"], "skipped", None) for g in skipped]
             )
-            done = sum(len(g["members"]) for g in skipped)
+            done = sum(g["files"] for g in skipped)
             self.driver.stats["done"] = self.driver.stats.get("done", 0) + done
             self.driver.stats["done_bytes"] = self.driver.stats.get("done_bytes", 0) + sum(
-                m[2] for g in skipped for m in g["members"]
+                g["bytes"] for g in skipped
             )
             runs.save_stats(session, self.run_id, self.driver.stats)
         return [g for g in groups if g not in skipped]
@@ -220,7 +267,7 @@ class Packer:
                     .where(self._scanned(), IngestItem.group_key == group["group_key"])
                     .values(status="error", detail={"error": reason})
                 )
-            files = sum(len(g["members"]) for g in groups)
+            files = sum(g["files"] for g in groups)
             self.driver.stats["done"] = self.driver.stats.get("done", 0) + files
             self.driver.stats["errors"] = self.driver.stats.get("errors", 0) + files
             runs.save_stats(session, self.run_id, self.driver.stats)

@@ -8,7 +8,6 @@ from urllib.parse import unquote, urlsplit
 
 from catalog.blobstore.base import BlobStore
 from catalog.blobstore.local import LocalBlobStore
-from catalog.blobstore.s3 import S3BlobStore
 from catalog.errors import ConfigError
 
 S3_OPTIONS = frozenset(
@@ -37,6 +36,8 @@ def open_blobstore(url: str, **options: Any) -> BlobStore:
         unknown = set(options) - S3_OPTIONS
         if unknown:
             raise ConfigError(f"unknown S3 blob store options: {', '.join(sorted(unknown))}")
+        from catalog.blobstore.s3 import S3BlobStore  # boto3 only where a store needs it
+
         prefix = unquote(parts.path).strip("/")
         return S3BlobStore(parts.netloc, prefix + "/" if prefix else "", **options)
     raise ConfigError(f"unsupported blob store URL scheme {parts.scheme!r} in {url!r}")
