@@ -1,8 +1,9 @@
 """Streaming a source's listing into persisted shards of N files or M bytes.
 
 The listing is paginated and consumed lazily; each shard is committed (with the key the
-listing has reached) before it is handed out, so a resumed ingest lists on from that key and
-never loses or repeats an object.  Objects that need no work are recorded as items at once:
+listing has reached at its end) before it is handed out, so a resumed ingest lists on from
+that key and never loses or repeats an object.  The shards of one page of the listing are
+committed together.  Objects that need no work are recorded as items at once:
 with ``skip_existing``, those an earlier run of the same source already stored; in a folder
 ingest, paths that do not fit the template.
 """
@@ -46,9 +47,15 @@ class Lister:
         self._shard: list[list[Any]] = []
         self._shard_bytes = 0
         self._records: list[dict[str, Any]] = []
+        # Listed since the last cut: the last key, how many objects, their bytes.
+        self._through: str | None = None
+        self._listed = 0
+        self._listed_bytes = 0
+        self._cuts: list[tuple[int, list[list[Any]], list[dict[str, Any]]]] = []
 
     def shards(self) -> Iterator[tuple[int, list[list[Any]]]]:
-        """``(seq, objects)`` of each new shard, committed before it is yielded."""
+        """``(seq, objects)`` of each new shard, committed before it is yielded: the shards
+        cut from one page of the listing are committed together, in one transaction."""
         if self.stats.get("listing_done"):
             return
         listing = filtered(
@@ -61,16 +68,19 @@ class Lister:
                     self._records.append(_item(obj, "skipped", "stored by an earlier ingest"))
                 else:
                     self._add(obj)
-                self.stats["listed_through"] = obj.key
-                self.stats["listed"] = self.stats.get("listed", 0) + 1
-                self.stats["listed_bytes"] = self.stats.get("listed_bytes", 0) + obj.size
+                self._through = obj.key
+                self._listed += 1
+                self._listed_bytes += obj.size
                 if (
                     len(self._shard) >= self.options.shard_files
                     or self._shard_bytes >= self.options.shard_bytes
+                    or len(self._records) >= self.options.shard_files
                 ):
-                    yield from self._flush()
+                    self._cut()
+            yield from self._commit()
+        self._cut()
         self.stats["listing_done"] = True
-        yield from self._flush()
+        yield from self._commit()
 
     def _known(self, page: list[SourceObject]) -> set[tuple[str, int, str | None]]:
         if not self.options.skip_existing:
@@ -92,26 +102,40 @@ class Lister:
         self._shard.append(entry)
         self._shard_bytes += obj.size
 
-    def _flush(self) -> Iterator[tuple[int, list[list[Any]]]]:
+    def _cut(self) -> None:
+        """End the shard being filled: it, the records listed with it and the listing's
+        position and counts up to here wait for :meth:`_commit` (``stats`` takes them now:
+        nothing saves it before that commit)."""
         shard, records = self._shard, self._records
-        if not shard and not records and not self.stats.get("listing_done"):
-            return
-        seq = int(self.stats.get("next_seq", 0))
-        skipped = len(records)
-        with self.db.session() as session:
-            if shard:
-                runs.add_shard(session, self.run_id, seq, shard)
-            runs.insert_items(session, self.run_id, -1, records)
-            self.stats["next_seq"] = seq + 1 if shard else seq
-            done = self.stats.setdefault("done", 0) + skipped
-            self.stats["done"] = done
-            self.stats["done_bytes"] = self.stats.get("done_bytes", 0) + sum(
-                r["size"] for r in records
-            )
-            runs.save_stats(session, self.run_id, self.stats)
         self._shard, self._shard_bytes, self._records = [], 0, []
+        seq = int(self.stats.get("next_seq", 0))
         if shard:
-            yield seq, shard
+            self.stats["next_seq"] = seq + 1
+        self._cuts.append((seq, shard, records))
+        stats = self.stats
+        if self._through is not None:
+            stats["listed_through"] = self._through
+        stats["listed"] = stats.get("listed", 0) + self._listed
+        stats["listed_bytes"] = stats.get("listed_bytes", 0) + self._listed_bytes
+        stats["done"] = stats.get("done", 0) + len(records)
+        stats["done_bytes"] = stats.get("done_bytes", 0) + sum(r["size"] for r in records)
+        self._listed = self._listed_bytes = 0
+
+    def _commit(self) -> Iterator[tuple[int, list[list[Any]]]]:
+        """Commit the cut shards and records with the stats in one transaction, then yield
+        the shards."""
+        cuts, self._cuts = self._cuts, []
+        if not cuts and not self.stats.get("listing_done"):
+            return
+        with self.db.session() as session:
+            for seq, shard, records in cuts:
+                if shard:
+                    runs.add_shard(session, self.run_id, seq, shard)
+                runs.insert_items(session, self.run_id, -1, records)
+            runs.save_stats(session, self.run_id, self.stats)
+        for seq, shard, _records in cuts:
+            if shard:
+                yield seq, shard
 
 
 def _item(obj: SourceObject, status: str, reason: str) -> dict[str, Any]:
