@@ -149,7 +149,8 @@ class Packer:
     def _scanned_groups(self) -> Iterator[dict[str, Any]]:
         """Each scanned series, a page of series at a time: ``first`` (its first member's
         item id and key in archive order), ``files``, ``bytes``, ``fragment`` (the digest
-        of the one fragment holding every member, else None) and ``members`` (item rows in
+        of the one fragment holding every member, else None), ``repeats`` (two members share
+        a name) and ``members`` (item rows in
         archive order, read only for a series split over fragments or with repeated names;
         else None)."""
         last = ""
@@ -172,25 +173,23 @@ class Packer:
                 ).all()
                 if not summaries:
                     return
-                keys = [str(row[0]) for row in summaries]
-                firsts = self._firsts(session, keys)
-                split = [
-                    str(key)
-                    for key, files, names, hashed, low, high, _size in summaries
-                    if names != files or hashed != files or low != high
+                found: list[dict[str, Any]] = [
+                    {
+                        "group_key": str(key),
+                        "files": int(files),
+                        "bytes": int(size),
+                        "fragment": low if hashed == files and low == high else None,
+                        "repeats": names != files,
+                    }
+                    for key, files, names, hashed, low, high, size in summaries
                 ]
+                keys = [g["group_key"] for g in found]
+                firsts = self._firsts(session, keys)
+                split = [g["group_key"] for g in found if g["fragment"] is None or g["repeats"]]
                 members = self._members(session, split) if split else {}
-            found = [
-                {
-                    "group_key": str(key),
-                    "first": firsts[str(key)],
-                    "files": int(files),
-                    "bytes": int(size),
-                    "fragment": low if hashed == files and low == high else None,
-                    "members": members.get(str(key)),
-                }
-                for key, files, _names, hashed, low, high, size in summaries
-            ]
+            for group in found:
+                group["first"] = firsts[group["group_key"]]
+                group["members"] = members.get(group["group_key"])
             if self.driver.options.skip_existing:
                 found = self._drop_existing(found)
             yield from found

@@ -106,13 +106,12 @@ class Lister:
         """End the shard being filled: it, the records listed with it and the listing's
         position and counts up to here wait for :meth:`_commit` (``stats`` takes them now:
         nothing saves it before that commit)."""
-        shard, records = self._shard, self._records
+        shard, records, stats = self._shard, self._records, self.stats
         self._shard, self._shard_bytes, self._records = [], 0, []
-        seq = int(self.stats.get("next_seq", 0))
+        seq = int(stats.get("next_seq", 0))
         if shard:
-            self.stats["next_seq"] = seq + 1
+            stats["next_seq"] = seq + 1
         self._cuts.append((seq, shard, records))
-        stats = self.stats
         if self._through is not None:
             stats["listed_through"] = self._through
         stats["listed"] = stats.get("listed", 0) + self._listed
